@@ -1,0 +1,100 @@
+"""Expand a benchmark's cells into training runs, each with a content-hashed id and its dependencies.
+
+A chain is one cell and one seed: the dense run (round 0), then for every
+round one run per initializer. Every round's mask is pruned from the trained
+weights of the mask source: in iterative mode the previous round's run of the
+mask-source initializer (the dense run for round 1), in one-shot mode always
+the dense run. A run's id hashes everything that determines its result, and
+the id of the run its mask comes from, so the whole lineage is in the id.
+Display names (the experiment's name) and the number of rounds are not part
+of it: adding rounds reuses the finished ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lthbench.settings import Benchmark, Cell, PluginRef
+from lthbench.store import content_hash
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the matrix."""
+
+    run_id: str
+    cell: Cell
+    cell_id: str
+    seed: int
+    round: int
+    #: ``None`` for the dense run.
+    initializer: PluginRef | None
+    dense_id: str
+    #: The run whose trained weights (and mask) this round's mask is pruned from.
+    mask_parent: str | None
+    #: Whether later rounds prune from this run's trained weights.
+    is_mask_source: bool
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Runs that must be finished first."""
+        return tuple(dict.fromkeys(r for r in (self.dense_id, self.mask_parent) if r and r != self.run_id))
+
+    @property
+    def initializer_label(self) -> str:
+        """``dense`` for round 0, else the initializer's label."""
+        return self.initializer.label if self.initializer else "dense"
+
+
+def cell_key(cell: Cell) -> dict:
+    """What determines a cell's results (its name excluded)."""
+    return {
+        "architecture": cell.architecture.key(),
+        "dataset": cell.dataset.key(),
+        "pruner": cell.pruner.key(),
+        "initializers": [ref.key() for ref in cell.initializers],
+        "schedule": {k: v for k, v in dataclasses.asdict(cell.schedule).items() if k != "rounds"},
+        "mask_source": cell.mask_source,
+        "training": dataclasses.asdict(cell.training),
+    }
+
+
+def _dense_key(cell: Cell, seed: int) -> dict:
+    rewinds = sorted(
+        (ref.key() for ref in cell.initializers if ref.name == "rewind"), key=lambda k: str(k)
+    )
+    return {
+        "round": 0,
+        "seed": seed,
+        "architecture": cell.architecture.key(),
+        "dataset": cell.dataset.key(),
+        "training": dataclasses.asdict(cell.training),
+        "rewinds": rewinds,
+    }
+
+
+def chain_runs(cell: Cell, seed: int) -> list[RunSpec]:
+    """The runs of one chain, dense first, then round by round."""
+    cell_id = content_hash(cell_key(cell))
+    dense_id = content_hash(_dense_key(cell, seed))
+    runs = [RunSpec(dense_id, cell, cell_id, seed, 0, None, dense_id, None, True)]
+    parent = dense_id
+    for round_ in range(1, cell.schedule.rounds + 1):
+        next_parent = parent
+        for ref in cell.initializers:
+            key = {"cell": cell_key(cell), "seed": seed, "round": round_, "initializer": ref.key(),
+                   "mask_parent": parent, "dense": dense_id}
+            is_source = ref.name == cell.mask_source and cell.schedule.mode == "iterative"
+            spec = RunSpec(content_hash(key), cell, cell_id, seed, round_, ref, dense_id, parent, is_source)
+            runs.append(spec)
+            if is_source:
+                next_parent = spec.run_id
+        if cell.schedule.mode == "iterative":
+            parent = next_parent
+    return runs
+
+
+def plan_runs(benchmark: Benchmark) -> list[RunSpec]:
+    """Every run of the matrix, chain by chain (cells in file order, then seeds)."""
+    return [run for cell in benchmark.cells for seed in benchmark.seeds for run in chain_runs(cell, seed)]

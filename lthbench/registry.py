@@ -1,0 +1,205 @@
+"""The plugin manager and the typed facade the engine calls instead of raw hooks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from lthbench import hookspecs
+from lthbench.errors import PluginError, suggest
+from lthbench.protocols import Architecture, Dataset, Initializer, Plugin, Pruner
+
+#: Set to any non-empty value to load only lthbench's own plugins.
+DISABLE_AUTOLOAD_ENV = "LTHBENCH_DISABLE_PLUGIN_AUTOLOAD"
+ENTRY_POINT_GROUP = "lthbench"
+BUILTIN_MODULES = (
+    "lthbench_plugins.architectures",
+    "lthbench_plugins.datasets",
+    "lthbench_plugins.pruners",
+    "lthbench_plugins.initializers",
+)
+
+P = TypeVar("P", bound=Plugin)
+
+KINDS: dict[str, tuple[str, type[Plugin]]] = {
+    "pruner": ("lthbench_pruners", Pruner),
+    "initializer": ("lthbench_initializers", Initializer),
+    "architecture": ("lthbench_architectures", Architecture),
+    "dataset": ("lthbench_datasets", Dataset),
+}
+
+
+@dataclass(frozen=True)
+class Entry(Generic[P]):
+    """One registered implementation and where it came from."""
+
+    kind: str
+    name: str
+    implementation: P
+    plugin: str
+    distribution: str
+    version: str
+
+    @property
+    def description(self) -> str:
+        """The implementation's one-line description."""
+        return type(self.implementation).description
+
+
+class Registry:
+    """Registered plugins by kind, plus methods that call the lifecycle hooks."""
+
+    def __init__(self, manager: pluggy.PluginManager, origins: dict[str, tuple[str, str]]):
+        self.manager = manager
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        for kind, (hook_name, base) in KINDS.items():
+            hook = getattr(manager.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                plugin_name = manager.get_name(impl.plugin) or repr(impl.plugin)
+                dist, version = origins.get(plugin_name, ("unknown", "unknown"))
+                for item in impl.function() or []:
+                    self._add(kind, base, item, plugin_name, dist, version)
+
+    def _add(self, kind: str, base: type, item: Any, plugin: str, dist: str, version: str) -> None:
+        if not isinstance(item, base):
+            raise PluginError(
+                f"plugin {plugin!r} ({dist} {version}) returned {item!r} from its {kind} hook, "
+                f"which is not a {base.__module__}.{base.__name__}"
+            )
+        name = item.name
+        if name in self._entries[kind]:
+            other = self._entries[kind][name]
+            raise PluginError(
+                f"{kind} name {name!r} is registered twice: by plugin {other.plugin!r} "
+                f"({other.distribution} {other.version}) and by plugin {plugin!r} ({dist} {version})"
+            )
+        self._entries[kind][name] = Entry(kind, name, item, plugin, dist, version)
+
+    # ----------------------------------------------------------------- lookup
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        """Every registered implementation (of one kind if given), sorted by kind and name."""
+        kinds = [kind] if kind else list(KINDS)
+        return [self._entries[k][n] for k in kinds for n in sorted(self._entries[k])]
+
+    def names(self, kind: str) -> list[str]:
+        """The registered names of one kind, sorted."""
+        return sorted(self._entries[kind])
+
+    def get(self, kind: str, name: str) -> Plugin:
+        """The implementation called ``name``; a family entry ``timm`` answers ``timm:<x>``."""
+        entries = self._entries[kind]
+        if name in entries:
+            return entries[name].implementation
+        family = name.split(":", 1)[0] + ":*"
+        if ":" in name and family in entries:
+            return entries[family].implementation
+        raise PluginError(
+            f"unknown {kind} {name!r}{suggest(name, entries)}; installed: {', '.join(sorted(entries))}"
+        )
+
+    def pruner(self, name: str) -> Pruner:
+        """The pruner called ``name``."""
+        return self.get("pruner", name)  # type: ignore[return-value]
+
+    def initializer(self, name: str) -> Initializer:
+        """The initializer called ``name``."""
+        return self.get("initializer", name)  # type: ignore[return-value]
+
+    def architecture(self, name: str) -> Architecture:
+        """The architecture called ``name`` (or ``timm:<model>``)."""
+        return self.get("architecture", name)  # type: ignore[return-value]
+
+    def dataset(self, name: str) -> Dataset:
+        """The data set called ``name``."""
+        return self.get("dataset", name)  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def run_started(self, run: dict[str, Any]) -> None:
+        """Tell observers a training run starts."""
+        self.manager.hook.lthbench_run_started(run=run)
+
+    def run_finished(self, run: dict[str, Any], record: dict[str, Any]) -> None:
+        """Tell observers a training run ended and its record is stored."""
+        self.manager.hook.lthbench_run_finished(run=run, record=record)
+
+    def matrix_finished(self, output: Any, records: list[dict[str, Any]]) -> None:
+        """Tell observers the whole matrix has been worked through."""
+        self.manager.hook.lthbench_matrix_finished(output=output, records=records)
+
+    def report_sections(self, frame: Any, stats: Any) -> list[dict[str, str]]:
+        """Collect extra report sections from plugins, in registration order."""
+        results = self.manager.hook.lthbench_report_sections(frame=frame, stats=stats)
+        return [section for sections in reversed(results) for section in sections or []]
+
+
+def _load_entry_points(manager: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:
+    only_own = bool(os.environ.get(DISABLE_AUTOLOAD_ENV))
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else "unknown"
+        version = ep.dist.version if ep.dist else "unknown"
+        if only_own and dist != "lthbench":
+            continue
+        plugin_name = f"{dist}:{ep.name}"
+        if manager.has_plugin(plugin_name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as error:  # any import failure of third-party code
+            raise PluginError(
+                f"plugin {ep.name!r} ({dist} {version}, entry point {ep.value!r}) failed to import: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        if manager.is_registered(plugin):
+            continue
+        manager.register(plugin, name=plugin_name)
+        origins[plugin_name] = (dist, version)
+
+
+def _register_builtins(manager: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:
+    """Register first-party plugins directly when lthbench's entry points are not installed."""
+    import importlib
+
+    registered = set(manager.get_plugins())
+    for module_name in BUILTIN_MODULES:
+        module = importlib.import_module(module_name)
+        if module not in registered:
+            name = f"lthbench:{module_name.rsplit('.', 1)[1]}"
+            manager.register(module, name=name)
+            origins[name] = ("lthbench", _own_version())
+
+
+def _own_version() -> str:
+    from lthbench import __version__
+
+    return __version__
+
+
+def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
+    """Build a registry: entry points of the ``lthbench`` group, built-ins, then ``extra_plugins``."""
+    manager = pluggy.PluginManager("lthbench")
+    manager.add_hookspecs(hookspecs)
+    origins: dict[str, tuple[str, str]] = {}
+    _load_entry_points(manager, origins)
+    _register_builtins(manager, origins)
+    for index, plugin in enumerate(extra_plugins):
+        name = getattr(plugin, "__name__", f"extra-{index}")
+        manager.register(plugin, name=name)
+        origins[name] = ("local", "-")
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        raise PluginError(f"plugin {error.plugin!r} implements an unknown hook: {error}") from error
+    return Registry(manager, origins)
+
+
+@cache
+def default_registry() -> Registry:
+    """The registry of everything installed, built once per process."""
+    return build_registry()

@@ -1,0 +1,154 @@
+"""The resolved settings of one matrix cell, as frozen dataclasses (open_lth's hparams style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
+MODES = ("iterative", "one_shot")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Training:
+    """How every network of a cell trains."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 128
+    #: Training length in iterations; ``epochs`` overrides it when set.
+    iterations: int = 1000
+    epochs: float = 0.0
+    warmup_iterations: int = 0
+    lr_schedule: str = "step"
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    eval_every: int = 100
+    validation_size: int = 5000
+    #: Random crop (pad 4) and horizontal flip; ``None`` means the data set's default.
+    augment: bool | None = None
+    #: Use only this many training / test images (seeded choice); 0 means all.
+    train_subset: int = 0
+    test_subset: int = 0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}"),
+            (self.lr > 0, "lr", "a positive number"),
+            (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay", "non-negative"),
+            (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, "betas", "two numbers in [0, 1)"),
+            (self.batch_size >= 1, "batch_size", "a positive integer"),
+            (self.iterations >= 1, "iterations", "a positive integer"),
+            (self.epochs >= 0, "epochs", "non-negative"),
+            (self.warmup_iterations >= 0, "warmup_iterations", "non-negative"),
+            (self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {', '.join(LR_SCHEDULES)}"),
+            (all(m > 0 for m in self.lr_milestones), "lr_milestones", "positive iterations"),
+            (0 < self.lr_gamma <= 1, "lr_gamma", "in (0, 1]"),
+            (self.eval_every >= 1, "eval_every", "a positive integer"),
+            (self.validation_size >= 1, "validation_size", "a positive integer"),
+            (self.train_subset >= 0, "train_subset", "non-negative (0 = all)"),
+            (self.test_subset >= 0, "test_subset", "non-negative (0 = all)"),
+            (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
+        ]
+        for ok, key, allowed in checks:
+            if not ok:
+                raise ValueError(f"{key} = {getattr(self, key)!r} is not allowed; it must be {allowed}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov = true needs optimizer = 'sgd' and a momentum above 0")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a cell prunes: iterative rounds or one-shot levels."""
+
+    mode: str = "iterative"
+    #: Number of pruning rounds (iterative) or sparsity levels (one-shot) after the dense run.
+    rounds: int = 5
+    #: Fraction of the remaining weights pruned per round; one-shot level r keeps (1-rate)^r.
+    rate: float = 0.2
+    #: Output-layer rate for layerwise pruners; unset means half of ``rate``.
+    output_rate: float | None = None
+    #: Initializer whose trained weights the next round's mask is computed from.
+    mask_source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode = {self.mode!r} is not allowed; it must be one of {', '.join(MODES)}")
+        if self.rounds < 1:
+            raise ValueError(f"rounds = {self.rounds!r} is not allowed; it must be at least 1")
+        if not 0 < self.rate < 1:
+            raise ValueError(f"rate = {self.rate!r} is not allowed; it must be in (0, 1)")
+        if self.output_rate is not None and not 0 <= self.output_rate < 1:
+            raise ValueError(f"output_rate = {self.output_rate!r} is not allowed; it must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """A plugin chosen by name, with its validated parameters."""
+
+    name: str
+    params: Any = None
+
+    def key(self) -> dict[str, Any]:
+        """A JSON-ready description used in content hashes and records."""
+        params = dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
+        return {"name": self.name, "params": params}
+
+    @property
+    def label(self) -> str:
+        """A short human label: the name plus any non-default parameters."""
+        if not dataclasses.is_dataclass(self.params):
+            return self.name
+        changed = [
+            f"{f.name}={getattr(self.params, f.name)}"
+            for f in dataclasses.fields(self.params)
+            if getattr(self.params, f.name) != f.default
+        ]
+        return f"{self.name}({', '.join(changed)})" if changed else self.name
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the matrix: everything but the seed and the initializer."""
+
+    experiment: str
+    architecture: PluginRef
+    dataset: PluginRef
+    pruner: PluginRef
+    initializers: tuple[PluginRef, ...]
+    schedule: Schedule
+    training: Training
+    #: The training keys this cell overrides in the experiment, for display.
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def mask_source(self) -> str:
+        """The initializer lineage that the next round's mask is pruned from."""
+        names = [ref.name for ref in self.initializers]
+        if self.schedule.mask_source:
+            return self.schedule.mask_source
+        return "original" if "original" in names else names[0]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A whole validated benchmark file: global settings and the expanded cells."""
+
+    name: str
+    seeds: tuple[int, ...]
+    output: str
+    device: str
+    cells: tuple[Cell, ...]
+    source: str = ""
+    download: bool = False
+    data_root: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
