@@ -1,0 +1,146 @@
+"""Per-run lock files, so that several ``lthbench run`` processes can share one output folder.
+
+A lock is a small JSON file created atomically with ``O_CREAT | O_EXCL``; it
+names its holder: host, boot id, process id and the process's start time.
+A lock is stale when its holder is gone: on the same host and boot, the
+process is dead or its pid now belongs to a younger process; on a previous
+boot of this host, always. A stale lock is taken over, under a folder-wide
+``flock`` so that two processes never both take over the same lock. Locks
+of another host cannot be checked and are respected until their holder
+removes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or ``""`` where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def holder_identity(pid: int | None = None) -> dict[str, Any]:
+    """What a lock file says about the process holding it."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "started": _start_time(pid)}
+
+
+def read_holder(path: Path) -> dict[str, Any] | None:
+    """The identity in a lock file; ``None`` when there is no lock. An unreadable lock reads as ``{}``."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def is_alive(holder: dict[str, Any]) -> bool:
+    """Whether the process named by a lock may still be running."""
+    if holder.get("host") != socket.gethostname():
+        return True  # another machine: nothing to check it with
+    if holder.get("boot") != _boot_id():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    return holder.get("started") == _start_time(pid)
+
+
+def _create(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        json.dump(holder_identity(), handle)
+    return True
+
+
+@contextlib.contextmanager
+def _takeover_mutex(folder: Path) -> Iterator[None]:
+    # flock is released by the kernel when its holder dies, so this can never go stale.
+    with open(folder / ".lock-takeover", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_if_stale(path: Path) -> bool:
+    """Under the takeover mutex: delete the lock unless a live process holds it; whether it is gone."""
+    holder = read_holder(path)
+    if holder and is_alive(holder):
+        return False
+    path.unlink(missing_ok=True)
+    return True
+
+
+def acquire(path: Path) -> bool:
+    """Take the lock at ``path`` for this process; ``False`` if a live process holds it.
+
+    An empty or unparsable lock is treated as stale: its writer died between
+    creating and filling it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if _create(path):
+        return True
+    with _takeover_mutex(path.parent.parent):
+        return _remove_if_stale(path) and _create(path)
+
+
+def clear_stale(path: Path) -> bool:
+    """Remove the lock at ``path`` if its holder is gone; whether no live process holds it now."""
+    if read_holder(path) is None:
+        return True
+    with _takeover_mutex(path.parent.parent):
+        return _remove_if_stale(path)
+
+
+def release(path: Path) -> None:
+    """Remove the lock at ``path`` if this process holds it."""
+    holder = read_holder(path)
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
+
+
+def held_by_other(path: Path) -> bool:
+    """Whether a live process other than this one holds the lock at ``path``."""
+    holder = read_holder(path)
+    if not holder:
+        return False
+    mine = holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+    return not mine and is_alive(holder)

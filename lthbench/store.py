@@ -1,0 +1,164 @@
+"""The result store: one folder per training run, named by a content hash, written atomically.
+
+Layout of an output folder::
+
+    matrix.json                 the expanded matrix: cells and the runs of each chain
+    runs/<run_id>/record.json   one record per finished (or failed) training run
+    runs/<run_id>/*.pt          tensors the run produced: θ₀, θ_k, its mask, its trained weights
+    runs/<run_id>/checkpoint.pt training state of an unfinished run (removed with the record's writing)
+    runs/<run_id>/lock          the process working on the run (see lthbench.locks)
+    runs/<run_id>/log.txt       the run's evaluation lines, one per evaluation
+
+A run is done exactly when its ``record.json`` exists and parses. Records are
+JSON objects with at least these keys: ``run_id``, ``status`` (``done``,
+``diverged`` or ``failed``), ``experiment``, ``cell_id``, ``architecture``,
+``dataset``, ``pruner``, ``initializer`` (``dense`` for round 0), ``seed``,
+``round``, ``weights_remaining`` (fraction of prunable weights kept),
+``layers`` (per-layer ``total`` and ``remaining``), ``curves`` (lists
+``iteration``, ``train_loss``, ``val_loss``, ``val_accuracy``,
+``test_accuracy``), ``early_stop_iteration``, ``early_stop_test_accuracy``,
+``final_test_accuracy``, ``wall_time``, ``device``, ``versions``, ``error``
+and ``traceback``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def content_hash(key: Any) -> str:
+    """A stable 16-hex-digit hash of a JSON-serialisable description."""
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    payload = json.dumps(data, indent=1, sort_keys=True, default=str).encode()
+    _atomic_write(path, lambda handle: handle.write(payload))
+
+
+def read_json(path: Path) -> Any | None:
+    """Read a JSON file; ``None`` if it is missing or corrupt (a crash can leave either)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Atomically save a dict of tensors (moved to the CPU)."""
+    cpu = {name: t.detach().cpu() for name, t in tensors.items()}
+    _atomic_write(path, lambda handle: torch.save(cpu, handle))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load tensors saved by :func:`save_tensors`, safely (``weights_only``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically save nested dicts and lists of tensors and plain values (a training state)."""
+    _atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Load what :func:`save_state` saved, safely (``weights_only``), tensors on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def readable(path: Path) -> bool:
+    """Whether a tensor file loads (a crash or a full disk can leave a truncated one)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises several types for truncated or garbled files
+        return False
+    return True
+
+
+class Store:
+    """An output folder of run records and tensors."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of one run."""
+        return self.root / "runs" / run_id
+
+    def record(self, run_id: str) -> dict[str, Any] | None:
+        """The stored record of a run, or ``None`` if it has none (or a corrupt one)."""
+        record = read_json(self.run_dir(run_id) / "record.json")
+        return record if isinstance(record, dict) and record.get("run_id") == run_id else None
+
+    def write_record(self, run_id: str, record: dict[str, Any]) -> None:
+        """Store a run's record atomically; from then on the run counts as finished."""
+        write_json(self.run_dir(run_id) / "record.json", record)
+
+    def delete_record(self, run_id: str) -> None:
+        """Forget a run's result, so that it runs again."""
+        (self.run_dir(run_id) / "record.json").unlink(missing_ok=True)
+
+    def unreadable_tensors(self, run_id: str) -> list[Path]:
+        """The tensor files of a run that do not load (its checkpoint aside)."""
+        return [p for p in sorted(self.run_dir(run_id).glob("*.pt")) if p != self.checkpoint_path(run_id)
+                and not readable(p)]
+
+    def remove_temporary_files(self, run_id: str) -> None:
+        """Delete half-written temporary files a crashed writer left in a run's folder."""
+        for path in self.run_dir(run_id).glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+    def remove_leftovers(self, run_id: str) -> None:
+        """Delete what a process killed after writing the run's record left behind: checkpoint, temporaries.
+
+        Only for a recorded run whose lock no live process holds.
+        """
+        self.checkpoint_path(run_id).unlink(missing_ok=True)
+        self.remove_temporary_files(run_id)
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        """Where an unfinished run keeps its training state."""
+        return self.run_dir(run_id) / "checkpoint.pt"
+
+    def lock_path(self, run_id: str) -> Path:
+        """The lock file of a run being worked on."""
+        return self.run_dir(run_id) / "lock"
+
+    def log_path(self, run_id: str) -> Path:
+        """The run's log of evaluation lines."""
+        return self.run_dir(run_id) / "log.txt"
+
+    def tensors_path(self, run_id: str, name: str) -> Path:
+        """Where a run keeps one of its tensor files (``name`` without suffix)."""
+        return self.run_dir(run_id) / f"{name}.pt"
+
+    def matrix(self) -> dict[str, Any] | None:
+        """The stored matrix description, if any."""
+        return read_json(self.root / "matrix.json")
+
+    def write_matrix(self, matrix: dict[str, Any]) -> None:
+        """Store the matrix description atomically."""
+        write_json(self.root / "matrix.json", matrix)

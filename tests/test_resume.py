@@ -1,0 +1,226 @@
+"""Resuming: checkpoints give bitwise the same training, crashes at any moment lose nothing, bad files are redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from lthbench.checkpoint import Checkpointer, TrainingHooks
+from lthbench.config import load_benchmark
+from lthbench.lottery import Workspace
+from lthbench.plan import plan_runs
+from lthbench.runner import run_matrix
+from lthbench.settings import Training
+from lthbench.store import Store
+from lthbench.trainer import train
+from test_training import half_masks, small_net, synthetic_data
+
+MATRIX = """
+[benchmark]
+name = "resume"
+seeds = [0]
+output = "{output}"
+device = "cpu"
+
+[defaults]
+dataset = "mnist"
+architecture = "lenet_300_100"
+[defaults.training]
+optimizer = "sgd"
+lr = 0.05
+momentum = 0.9
+batch_size = 60
+iterations = {iterations}
+eval_every = 20
+validation_size = 200
+train_subset = 2000
+test_subset = 500
+
+[[experiment]]
+name = "lenet"
+pruner = "layerwise_magnitude"
+initializer = ["original", {{ name = "rewind", iteration = 20 }}]
+[experiment.schedule]
+rounds = 2
+rate = 0.2
+"""
+TIMING_FIELDS = ("wall_time",)
+
+
+def write_matrix(folder, iterations=60):
+    path = folder / "matrix.toml"
+    path.write_text(textwrap.dedent(MATRIX.format(output=folder / "out", iterations=iterations)))
+    return path
+
+
+def comparable_records(output) -> dict[str, dict]:
+    """Every record of an output folder by run id, minus timings."""
+    records = {}
+    for path in sorted(output.glob("runs/*/record.json")):
+        record = json.loads(path.read_text())
+        records[record["run_id"]] = {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+    return records
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_at(iteration):
+    def on_progress(done, total, loss):
+        if done == iteration:
+            raise Interrupt
+
+    return on_progress
+
+
+@pytest.mark.parametrize("optimizer", [dict(optimizer="sgd", lr=0.1, momentum=0.9), dict(optimizer="adam", lr=1e-2)],
+                         ids=["sgd", "adam"])
+def test_resumed_training_equals_uninterrupted_training(tmp_path, optimizer):
+    training = Training(batch_size=20, iterations=70, eval_every=15, validation_size=1, **optimizer)
+    reference_model = small_net()
+    masks = half_masks(reference_model)
+    reference = train_with(reference_model, masks, training, TrainingHooks())
+    checkpointer = Checkpointer(tmp_path / "checkpoint.pt", every=10)
+    model = small_net()
+    with pytest.raises(Interrupt):  # stopped at iteration 37: the checkpoint of iteration 30 is kept
+        train_with(model, masks, training, TrainingHooks(checkpointer, _stop_at(37)))
+    assert torch.load(checkpointer.path, weights_only=True)["iteration"] == 30
+    logged = []
+    resumed_model = small_net()
+    resumed = train_with(resumed_model, masks, training, TrainingHooks(checkpointer, log=logged.append))
+    assert logged[0] == "resumed from the checkpoint at iteration 30"
+    assert vars(resumed.curves) == vars(reference.curves)
+    final, expected = resumed_model.state_dict(), reference_model.state_dict()
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+
+
+def train_with(model, masks, training, hooks):
+    return train(model, masks, synthetic_data(), training, hooks=hooks)
+
+
+def test_a_truncated_or_foreign_checkpoint_is_discarded(tmp_path):
+    training = Training(optimizer="adam", lr=1e-2, batch_size=20, iterations=40, eval_every=20, validation_size=1)
+    reference = train_with(small_net(), {}, training, TrainingHooks())
+    checkpointer = Checkpointer(tmp_path / "checkpoint.pt", every=10)
+    with pytest.raises(Interrupt):
+        train_with(small_net(), {}, training, TrainingHooks(checkpointer, _stop_at(25)))
+    data = checkpointer.path.read_bytes()
+    checkpointer.path.write_bytes(data[: len(data) // 2])
+    log = []
+    again = train_with(small_net(), {}, training, TrainingHooks(checkpointer, log=log.append))
+    assert vars(again.curves) == vars(reference.curves) and not any("resumed" in line for line in log)
+    # a checkpoint of a different training length is not resumed either
+    checkpointer.remove()
+    with pytest.raises(Interrupt):
+        train_with(small_net(), {}, training, TrainingHooks(checkpointer, _stop_at(25)))
+    longer = Training(**{**vars(training), "iterations": 60})
+    log = []
+    assert train_with(small_net(), {}, longer, TrainingHooks(checkpointer, log=log.append)).curves.iteration[-1] == 60
+    assert not any("resumed" in line for line in log)
+
+
+def test_a_checkpoint_whose_earlier_files_broke_is_discarded(tmp_path):
+    """A dense run resumed after θ_k was saved needs θ_k: if it no longer loads, training starts over."""
+    training = Training(optimizer="adam", lr=1e-2, batch_size=20, iterations=40, eval_every=20, validation_size=1)
+    checkpointer = Checkpointer(tmp_path / "checkpoint.pt", every=10)
+    rewind = tmp_path / "rewind_5.pt"
+    torch.save({"w": torch.ones(2)}, rewind)
+    with pytest.raises(Interrupt):
+        train_with(small_net(), {}, training, TrainingHooks(checkpointer, _stop_at(25)))
+    assert torch.load(checkpointer.path, weights_only=True)["files"] == ["rewind_5.pt"]
+    rewind.write_bytes(rewind.read_bytes()[:10])
+    log = []
+    train_with(small_net(), {}, training, TrainingHooks(checkpointer, log=log.append))
+    assert not any("resumed" in line for line in log)
+
+
+def test_truncated_records_and_tensor_files_are_redone(tmp_path, registry, data_root, one_thread):
+    bench = load_benchmark(write_matrix(tmp_path), registry)
+    ws = Workspace(registry, Store(bench.output), data_root, False, torch.device("cpu"))
+    assert run_matrix(bench, ws) == {"done": 5}
+    reference = comparable_records(ws.store.root)
+    runs = plan_runs(bench)
+    dense, round_two = runs[0], runs[-1]
+    record = ws.store.run_dir(dense.run_id) / "record.json"
+    record.write_text(record.read_text()[:100])  # a crash mid-write on a file system without atomic rename
+    trained = ws.store.tensors_path(round_two.mask_parent, "trained")
+    trained.write_bytes(trained.read_bytes()[:1000])
+    ws.store.delete_record(round_two.run_id)
+
+    assert run_matrix(bench, ws) == {"done": 5}
+    assert comparable_records(ws.store.root) == reference
+    parent_log = ws.store.log_path(round_two.mask_parent).read_text()
+    assert parent_log.count("started") == 2  # the round-1 ticket whose trained weights broke ran again
+    assert ws.store.log_path(dense.run_id).read_text().count("started") == 2
+    untouched = next(r for r in runs if r.round == 1 and r.initializer.name == "rewind")
+    assert ws.store.log_path(untouched.run_id).read_text().count("started") == 1
+
+
+def _lthbench(path, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LTHBENCH_DATA": str(os.environ.get("LTHBENCH_DATA", ""))}
+    return subprocess.Popen([sys.executable, "-m", "lthbench.cli", "run", str(path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+def _kill_when(process, condition, timeout=60.0):
+    """SIGKILL ``process`` as soon as ``condition()`` holds (or when it ends by itself)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if condition():
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    process.wait()
+
+
+def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(tmp_path, registry, data_root,
+                                                                           one_thread, monkeypatch):
+    monkeypatch.setenv("LTHBENCH_DATA", str(data_root))
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    bench = load_benchmark(write_matrix(reference_dir, iterations=200), registry)
+    run_matrix(bench, Workspace(registry, Store(bench.output), data_root, False, torch.device("cpu")),
+               checkpoint_every=0)
+    reference = comparable_records(reference_dir / "out")
+
+    path = write_matrix(tmp_path, iterations=200)
+    out = tmp_path / "out"
+
+    def records():
+        return len(list(out.glob("runs/*/record.json")))
+
+    def mid_training():
+        return lambda: any(out.glob("runs/*/checkpoint.pt"))
+
+    def right_after_a_record():
+        before = records()
+        return lambda: records() > before
+
+    def after(seconds):
+        started = time.monotonic()
+        return lambda: time.monotonic() - started > seconds
+
+    delays = random.Random(4).sample([x / 10 for x in range(20, 60)], 2)  # start-up takes about 2 s
+    killed = []
+    for moment in (mid_training, right_after_a_record, lambda: after(delays[0]), lambda: after(delays[1])):
+        process = _lthbench(path, "--checkpoint-every", "20", "--quiet")
+        _kill_when(process, moment())
+        killed.append(process.returncode == -signal.SIGKILL)
+    assert killed[:2] == [True, True]  # the deterministic moments came before the matrix was done
+    final = _lthbench(path, "--checkpoint-every", "20", "--quiet")
+    output = final.communicate()[0].decode()
+    assert final.returncode == 0, output
+    assert comparable_records(out) == reference
+    assert records() == len(reference) == 5
+    assert not list(out.glob("runs/*/checkpoint.pt")) and not list(out.glob("runs/*/.*.tmp"))
+    assert not list(out.glob("runs/*/lock"))
