@@ -1,0 +1,145 @@
+"""Load lthbench output folders into one tidy table: a row per (cell, run).
+
+The ``training`` column is the cell's label: the training settings it
+overrides within its experiment (empty when none vary). A dense run (round 0)
+shared by several cells appears once under each cell that uses it, so every
+cell's rows are complete on their own. Runs listed in ``matrix.json`` without
+a record are ``blocked`` when a run they depend on failed, diverged or is
+blocked itself, and ``pending`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lthbench.errors import UserError
+from lthbench.store import Store
+
+SCHEMA = 1
+STOPPED = frozenset({"failed", "diverged", "blocked"})
+RESULT_COLUMNS = [
+    "experiment", "architecture", "dataset", "training", "pruner", "initializer", "seed", "round",
+    "weights_remaining", "early_stop_iteration", "early_stop_test_accuracy", "final_test_accuracy",
+    "status", "error", "traceback", "wall_time", "device", "run_id", "cell_id", "mode", "rate", "folder",
+]
+#: Columns of ``lthbench report --csv`` (everything but tracebacks and folder paths).
+CSV_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("traceback", "folder")]
+
+
+@dataclass(frozen=True)
+class ResultFolder:
+    """One output folder: its matrix description and the records of the runs that ended."""
+
+    path: Path
+    matrix: dict[str, Any]
+    records: dict[str, dict[str, Any]]
+
+
+def read_folder(path: str | Path) -> ResultFolder:
+    """Read ``matrix.json`` and every stored record of an output folder."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{path}: no such folder; pass the output folder of 'lthbench run'")
+    if not (root / "matrix.json").is_file():
+        raise UserError(f"{path}: no matrix.json; is this an lthbench output folder?")
+    store = Store(root)
+    matrix = store.matrix()
+    if not _is_matrix(matrix):
+        raise UserError(
+            f"{root / 'matrix.json'}: corrupt or not an lthbench matrix; run 'lthbench run' again to rewrite it"
+        )
+    if matrix.get("schema") != SCHEMA:
+        raise UserError(f"{root / 'matrix.json'}: schema {matrix.get('schema')!r}; this lthbench reads schema {SCHEMA}")
+    run_ids = {run["run_id"] for run in matrix["runs"]}
+    records = {run_id: record for run_id in sorted(run_ids) if (record := store.record(run_id))}
+    return ResultFolder(root, matrix, records)
+
+
+def _is_matrix(matrix: Any) -> bool:
+    """Whether ``matrix`` has the cells and runs a report needs."""
+    if not isinstance(matrix, dict) or not isinstance(matrix.get("cells"), list):
+        return False
+    runs = matrix.get("runs")
+    cell_ids = {cell.get("cell_id") for cell in matrix["cells"] if isinstance(cell, dict)}
+    needed = {"run_id", "cell_id", "seed", "round", "initializer"}
+    return isinstance(runs, list) and all(
+        isinstance(run, dict) and needed <= run.keys() and run["cell_id"] in cell_ids for run in runs
+    )
+
+
+def tidy_frame(folders: Iterable[ResultFolder]) -> pd.DataFrame:
+    """One row per (cell, run) over all ``folders``; a run stored in two folders counts once."""
+    frame = pd.DataFrame([row for folder in folders for row in _rows(folder)], columns=RESULT_COLUMNS)
+    # When the same run appears in several folders, keep a copy that has a record.
+    unfinished = frame["status"].isin(["pending", "blocked"])
+    frame = frame.loc[unfinished.sort_values(kind="stable").index]
+    frame = frame.drop_duplicates(["cell_id", "run_id"]).sort_index()
+    return frame.reset_index(drop=True)
+
+
+def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Load one or more output folders into a tidy frame (see :data:`RESULT_COLUMNS`)."""
+    paths = list(paths)
+    if not paths:
+        raise UserError("no results folder given; pass the output folder of 'lthbench run'")
+    return tidy_frame(read_folder(path) for path in paths)
+
+
+def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
+    """The frame rows of one folder, in the order of its matrix."""
+    cells = {cell["cell_id"]: cell for cell in folder.matrix["cells"]}
+    statuses = _statuses(folder.matrix["runs"], folder.records)
+    for run in folder.matrix["runs"]:
+        cell = cells[run["cell_id"]]
+        record = folder.records.get(run["run_id"], {})
+        status, error = statuses[run["run_id"]]
+        yield {
+            "experiment": cell.get("experiment"),
+            "architecture": cell.get("architecture"),
+            "dataset": cell.get("dataset"),
+            "training": cell.get("label") or "",
+            "pruner": cell.get("pruner"),
+            "initializer": run["initializer"],
+            "seed": run["seed"],
+            "round": run["round"],
+            "weights_remaining": record.get("weights_remaining"),
+            "early_stop_iteration": record.get("early_stop_iteration"),
+            "early_stop_test_accuracy": record.get("early_stop_test_accuracy"),
+            "final_test_accuracy": record.get("final_test_accuracy"),
+            "status": status,
+            "error": error,
+            "traceback": record.get("traceback"),
+            "wall_time": record.get("wall_time"),
+            "device": record.get("device"),
+            "run_id": run["run_id"],
+            "cell_id": run["cell_id"],
+            "mode": cell.get("mode"),
+            "rate": cell.get("rate"),
+            "folder": str(folder.path),
+        }
+
+
+def _statuses(runs: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    """Status and error of every run; runs without a record are ``blocked`` or ``pending``."""
+    depends_on = {run["run_id"]: run.get("depends_on") or [] for run in runs}
+    resolved: dict[str, tuple[str, str | None]] = {}
+
+    def resolve(run_id: str) -> tuple[str, str | None]:
+        if run_id in resolved:
+            return resolved[run_id]
+        if run_id in records:
+            result = (records[run_id].get("status", "failed"), records[run_id].get("error"))
+        else:
+            stopped = [(dep, resolve(dep)[0]) for dep in depends_on.get(run_id, []) if resolve(dep)[0] in STOPPED]
+            reason = f"not run: it depends on run {stopped[0][0]} ({stopped[0][1]})" if stopped else None
+            result = ("blocked" if stopped else "pending", reason)
+        resolved[run_id] = result
+        return result
+
+    return {run_id: resolve(run_id) for run_id in depends_on}
+

@@ -1,0 +1,230 @@
+"""Statistics on ticket effects: the ticket against its controls and the dense network, per level.
+
+For every cell (experiment, architecture, data set, training, pruner) and
+every pruning round, the ticket (initializer ``original``) is compared with
+each other initializer of the same round and with the dense network (round 0
+of the same cell), on the test accuracy at early stop and on the early-stop
+iteration. A cell whose pruner is the random control ``random(like=P)``
+(Frankle & Carbin's random pruning: as many weights per layer as ``P``
+removes, at random positions) lends its ticket runs to the cell of the same
+experiment, architecture, data set and training pruned by ``P``: that cell's
+ticket is compared with them as the group ``random mask``, round by round
+(the two cells' levels of weights remaining match by construction), while the
+random cell keeps its own comparisons. Only runs with status ``done`` count.
+Differences are always ``ticket - other``.
+
+Verdicts, in the paper's terms:
+
+* ``winning ticket``: the ticket's accuracy is not below dense (the 95%
+  bootstrap CI of ticket - dense accuracy does not lie entirely below 0) and
+  it does not learn later (the CI of ticket - dense early-stop iteration does
+  not lie entirely above 0). Absence of evidence counts for the ticket here,
+  as in Frankle & Carbin's definition ("matches").
+* ``ticket beats <control>``: the Holm-adjusted Welch p < 0.05 and the
+  ticket's mean accuracy is higher; ``<control> beats ticket`` when it is
+  lower; otherwise ``no difference from <control>``.
+* ``not enough seeds``: fewer than :data:`MIN_SEEDS` runs in either group.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+TICKET = "original"
+DENSE = "dense"
+RANDOM_MASK = "random mask"
+#: The pruner the random control mimics when its label names none (``RandomParams.like``'s default).
+DEFAULT_LIKE = "layerwise_magnitude"
+RANDOM_PRUNER_LABEL = re.compile(r"random(?:\(like=(?P<like>[^,()]+)\))?")
+ACCURACY = "early_stop_test_accuracy"
+ITERATION = "early_stop_iteration"
+METRICS = (ACCURACY, ITERATION)
+SETTING_KEYS = ["experiment", "architecture", "dataset", "training"]
+CELL_KEYS = ["cell_id", *SETTING_KEYS, "pruner"]
+MIN_SEEDS = 3
+ALPHA = 0.05
+N_RESAMPLES = 2000
+NOT_ENOUGH_SEEDS = "not enough seeds"
+NO_VARIANCE = "no variance in either group"
+STATS_COLUMNS = [
+    *CELL_KEYS, "round", "weights_remaining", "metric", "group_a", "group_b", "n_a", "n_b",
+    "mean_a", "mean_b", "std_a", "std_b", "diff", "ci_low", "ci_high", "welch_t", "welch_p",
+    "mannwhitney_u", "mannwhitney_p", "p_holm", "hedges_g", "note",
+]
+VERDICT_COLUMNS = [*CELL_KEYS, "round", "weights_remaining", "comparison", "verdict"]
+
+
+def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
+    """Hedges' g of ``a - b``: Cohen's d with the pooled SD, times the small-sample correction.
+
+    scipy.stats has no effect-size function, so it is written here:
+    d = (mean_a - mean_b) / s_p with s_p² = ((n_a-1)s_a² + (n_b-1)s_b²) / (n_a+n_b-2),
+    g = J·d with J = 1 - 3 / (4(n_a+n_b) - 9) (Hedges & Olkin 1985; Borenstein et al.,
+    Introduction to Meta-Analysis, 2009, eqs. 4.18-4.22). NaN when the pooled SD is 0.
+    """
+    n_a, n_b = len(a), len(b)
+    pooled_var = ((n_a - 1) * np.var(a, ddof=1) + (n_b - 1) * np.var(b, ddof=1)) / (n_a + n_b - 2)
+    if pooled_var == 0:
+        return float("nan")
+    correction = 1 - 3 / (4 * (n_a + n_b) - 9)
+    return float(correction * (np.mean(a) - np.mean(b)) / np.sqrt(pooled_var))
+
+
+def holm(p_values: Any) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values of one family; NaN entries stay NaN and are not counted.
+
+    scipy.stats.false_discovery_control offers only Benjamini-Hochberg/Yekutieli
+    and statsmodels is not a dependency, so Holm's (1979) step-down is written
+    here: with the m p-values sorted ascending, p_adj(i) = max_{j<=i} min(1, (m-j+1) p(j)).
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    scaled = (len(order) - np.arange(len(order))) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def bootstrap_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap CI of ``mean(a) - mean(b)`` (independent resampling, seeded).
+
+    The percentile method is used because BCa's jackknife is unstable with the
+    handful of seeds a benchmark has.
+    """
+    result = stats.bootstrap(
+        (a, b), _mean_difference, n_resamples=N_RESAMPLES, method="percentile",
+        vectorized=True, rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def compare(a: Any, b: Any, seed: int = 0) -> dict[str, Any]:
+    """Descriptive statistics, Welch's t, Mann-Whitney U, Hedges' g and a bootstrap CI of ``a - b``."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    nan = float("nan")
+    row = {
+        "n_a": len(a), "n_b": len(b),
+        "mean_a": np.mean(a) if len(a) else nan, "mean_b": np.mean(b) if len(b) else nan,
+        "std_a": np.std(a, ddof=1) if len(a) > 1 else nan, "std_b": np.std(b, ddof=1) if len(b) > 1 else nan,
+        "welch_t": nan, "welch_p": nan, "mannwhitney_u": nan, "mannwhitney_p": nan,
+        "hedges_g": nan, "ci_low": nan, "ci_high": nan, "note": "",
+    }
+    row["diff"] = row["mean_a"] - row["mean_b"]
+    if min(len(a), len(b)) < MIN_SEEDS:
+        return {**row, "note": NOT_ENOUGH_SEEDS}
+    row["ci_low"], row["ci_high"] = bootstrap_ci(a, b, seed)
+    row["hedges_g"] = hedges_g(a, b)
+    mannwhitney = stats.mannwhitneyu(a, b, alternative="two-sided")
+    row["mannwhitney_u"], row["mannwhitney_p"] = float(mannwhitney.statistic), float(mannwhitney.pvalue)
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # Welch's t is undefined without variance
+        return {**row, "note": NO_VARIANCE}
+    with warnings.catch_warnings():
+        # One group with identical values (e.g. every seed stopping at the same evaluation
+        # step) makes scipy warn about precision loss; Welch's t is still well defined.
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        welch = stats.ttest_ind(a, b, equal_var=False)
+    row["welch_t"], row["welch_p"] = float(welch.statistic), float(welch.pvalue)
+    return row
+
+
+def mimicked_pruner(label: str) -> str | None:
+    """The pruner label whose per-layer counts a random control copies; None when ``label`` is no random control."""
+    match = RANDOM_PRUNER_LABEL.fullmatch(label)
+    return (match["like"] or DEFAULT_LIKE) if match else None
+
+
+def random_mask_controls(frame: pd.DataFrame) -> dict[Any, Any]:
+    """The cell id of each random-control cell, keyed by the cell id of the cell whose pruner it mimics.
+
+    The two cells share experiment, architecture, data set and training; a
+    random control without such a cell is left out.
+    """
+    cells = frame.drop_duplicates("cell_id").to_dict("records")
+    cell_of = {(*(cell[key] for key in SETTING_KEYS), cell["pruner"]): cell["cell_id"] for cell in cells}
+    controls = {}
+    for cell in cells:
+        like = mimicked_pruner(cell["pruner"])
+        reference = cell_of.get((*(cell[key] for key in SETTING_KEYS), like))
+        if like is not None and reference is not None:
+            controls.setdefault(reference, cell["cell_id"])
+    return controls
+
+
+def comparison_table(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Every comparison (see the module docstring) as one row of :data:`STATS_COLUMNS`.
+
+    ``p_holm`` adjusts ``welch_p`` within each family: one cell, metric and
+    comparison, across its pruning rounds.
+    """
+    done = frame[frame["status"] == "done"]
+    controls = random_mask_controls(frame)
+    rows = []
+    for keys, cell in done.groupby(CELL_KEYS, sort=False, dropna=False):
+        dense = cell[cell["round"] == 0]
+        control = controls.get(keys[0])
+        random_mask = done[(done["cell_id"] == control) & (done["initializer"] == TICKET)]
+        for round_, level in cell[cell["round"] > 0].groupby("round"):
+            ticket = level[level["initializer"] == TICKET]
+            if ticket.empty:
+                continue
+            others = [name for name in level["initializer"].unique() if name != TICKET]
+            groups = [(name, level[level["initializer"] == name]) for name in others] + [(DENSE, dense)]
+            if control is not None:
+                groups.append((RANDOM_MASK, random_mask[random_mask["round"] == round_]))
+            level_of = level["weights_remaining"].mean()
+            where = {**dict(zip(CELL_KEYS, keys)), "round": round_, "weights_remaining": level_of}
+            for metric in METRICS:
+                for name, other in groups:
+                    result = compare(ticket[metric].dropna(), other[metric].dropna(), seed)
+                    rows.append({**where, "metric": metric, "group_a": TICKET, "group_b": name, **result})
+    table = pd.DataFrame(rows, columns=STATS_COLUMNS)
+    families = table.groupby([*CELL_KEYS, "metric", "group_b"], sort=False, dropna=False)["welch_p"]
+    table["p_holm"] = families.transform(holm)
+    return table
+
+
+def _dense_verdict(accuracy: pd.Series, iteration: pd.Series) -> str:
+    """``winning ticket`` unless the CIs show lower accuracy or later learning than dense."""
+    if NOT_ENOUGH_SEEDS in (accuracy["note"], iteration["note"]):
+        return NOT_ENOUGH_SEEDS
+    failures = []
+    if accuracy["ci_high"] < 0:
+        failures.append("lower accuracy")
+    if iteration["ci_low"] > 0:
+        failures.append("learns later")
+    return "not a winning ticket: " + " and ".join(failures) if failures else "winning ticket"
+
+
+def _control_verdict(accuracy: pd.Series) -> str:
+    """Whether the ticket's accuracy beats, trails or matches one control's."""
+    control = accuracy["group_b"]
+    if pd.isna(accuracy["p_holm"]):
+        return accuracy["note"] or NOT_ENOUGH_SEEDS
+    if accuracy["p_holm"] >= ALPHA:
+        return f"no difference from {control}"
+    return f"ticket beats {control}" if accuracy["diff"] > 0 else f"{control} beats ticket"
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """One verdict per cell, round and comparison (``vs dense``, ``vs <control>``)."""
+    rows = []
+    for keys, level in table.groupby([*CELL_KEYS, "round"], sort=False, dropna=False):
+        by = {(row["metric"], row["group_b"]): row for _, row in level.iterrows()}
+        where = {**dict(zip([*CELL_KEYS, "round"], keys)), "weights_remaining": level["weights_remaining"].iloc[0]}
+        for (metric, group), row in by.items():
+            if metric != ACCURACY:
+                continue
+            verdict = _dense_verdict(row, by[(ITERATION, DENSE)]) if group == DENSE else _control_verdict(row)
+            rows.append({**where, "comparison": f"vs {group}", "verdict": verdict})
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
