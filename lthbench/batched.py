@@ -8,8 +8,17 @@ one optimizer over the stacked tensors updates every model exactly as K
 separate optimizers would, and the summed loss gives each model the gradient
 of its own mean loss.
 
-Networks with BatchNorm are not batched: ``vmap`` cannot update running
-statistics in place, and replacing them would change what is trained.
+A run that trains alone computes through the same stacked arithmetic, as a
+stack of one (:mod:`lthbench.stacking`), so on a CPU in fp32 a batched run
+records bit for bit what it records alone, with one exception: convolutions
+of models that each see their own batch (the seeds of one cell) run as one
+grouped convolution, whose sums are ordered differently from a lone
+convolution's; those runs agree to rounding (about 1e-7 relative per step).
+On a GPU, kernels may pick other algorithms for other batch sizes, so the
+agreement is to rounding there too.
+
+Networks with BatchNorm or active dropout are not batched (see
+:func:`lthbench.stacking.can_batch`).
 
 On a GPU, how many models train at once is bounded by a memory budget
 (:func:`trials_that_fit_device`).
@@ -25,69 +34,16 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
 
 from lthbench.data import DeviceData
 from lthbench.settings import Training
+from lthbench.stacking import EVAL_BATCH, StackedModels, evaluate_stack, per_model_losses
 from lthbench.trainer import Curves, TrainResult, lr_factor, make_optimizer, total_iterations
 
-EVAL_BATCH = 2048
 #: The most models one stacked training step holds.
 MAX_TRIALS = 64
 #: The share of the free GPU memory a stacked training may fill.
 MEMORY_FRACTION = 0.5
-
-
-def can_batch(module: nn.Module) -> bool:
-    """Whether a network can train stacked: no module keeps running statistics."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
-class StackedModels:
-    """K copies of one architecture, held as stacked parameter tensors of shape ``(K, ...)``."""
-
-    def __init__(self, modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.Tensor]]):
-        self.count = len(modules)
-        self.params, self.buffers = stack_module_state(list(modules))
-        self.base = copy.deepcopy(modules[0]).to("meta")
-        names = sorted(set().union(*masks)) if masks else []
-        self.masked = [(self.params[name], torch.stack([m[name] for m in masks]).to(self.params[name].dtype))
-                       for name in names]
-
-    def apply_masks(self) -> None:
-        """Zero every pruned weight of every model."""
-        if self.masked:
-            with torch.no_grad():
-                torch._foreach_mul_([p for p, _ in self.masked], [m for _, m in self.masked])
-
-    def forward(self, images: torch.Tensor, shared: bool) -> torch.Tensor:
-        """Logits ``(K, B, classes)``; ``images`` is ``(B, ...)`` when ``shared``, else ``(K, B, ...)``."""
-        call = lambda params, buffers, x: functional_call(self.base, (params, buffers), (x,))
-        return vmap(call, in_dims=(0, 0, None if shared else 0))(self.params, self.buffers, images)
-
-    def unstack_into(self, modules: Sequence[nn.Module]) -> None:
-        """Copy each model's trained weights back into its module."""
-        with torch.no_grad():
-            for k, module in enumerate(modules):
-                for name, param in module.named_parameters():
-                    param.copy_(self.params[name][k])
-
-
-@torch.no_grad()
-def _evaluate(stack: StackedModels, images: torch.Tensor, labels: torch.Tensor, data: DeviceData,
-              shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-model mean loss and accuracy, shape ``(K,)``, on one split per model (or one shared split)."""
-    loss_sum = torch.zeros(stack.count, device=labels.device)
-    correct = torch.zeros(stack.count, device=labels.device)
-    total = labels.shape[-1]
-    for start in range(0, total, EVAL_BATCH):
-        x = data.normalize(images[..., start:start + EVAL_BATCH, :, :, :])
-        y = labels[..., start:start + EVAL_BATCH]
-        logits = stack.forward(x, shared)
-        y = y.expand(stack.count, -1) if shared else y
-        loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(stack.count, -1).sum(1)
-        correct += (logits.argmax(-1) == y).sum(1)
-    return loss_sum / total, correct / total
 
 
 def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.Tensor]],
@@ -125,7 +81,7 @@ def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.
         for group in optimizer.param_groups:
             group["lr"] = training.lr * lr_factor(training, iteration, total)
         logits = stack.forward(images, shared)
-        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(k, -1).mean(1)
+        losses = per_model_losses(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         optimizer.step()
@@ -137,8 +93,8 @@ def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.
             train_loss = (loss_sum / since_eval).tolist()
             val = _split(datas, shared, "val")
             test = _split(datas, shared, "test")
-            val_loss, val_acc = (t.tolist() for t in _evaluate(stack, *val, data0, shared))
-            _, test_acc = (t.tolist() for t in _evaluate(stack, *test, data0, shared))
+            val_loss, val_acc = (t.tolist() for t in evaluate_stack(stack, *val, data0, shared))
+            _, test_acc = (t.tolist() for t in evaluate_stack(stack, *test, data0, shared))
             for i in range(k):
                 if diverged[i]:
                     continue

@@ -12,13 +12,14 @@ from typing import Any
 import torch
 
 import lthbench
-from lthbench.batched import can_batch, train_batched, trials_that_fit_device
+from lthbench.batched import train_batched, trials_that_fit_device
 from lthbench.checkpoint import TrainingHooks
 from lthbench.data import DeviceData, prepare, seeded_generator
 from lthbench.masks import count_remaining, full_masks, weights_remaining
 from lthbench.plan import RunSpec
 from lthbench.protocols import InitContext, Network, PruningContext
 from lthbench.registry import Registry
+from lthbench.stacking import can_batch
 from lthbench.store import Store, content_hash, load_tensors, save_tensors
 from lthbench.trainer import TrainResult, train
 

@@ -17,8 +17,7 @@ from lthbench.checkpoint import TrainingHooks
 from lthbench.data import DeviceData
 from lthbench.masks import MaskApplier
 from lthbench.settings import Training
-
-EVAL_BATCH = 2048
+from lthbench.stacking import EVAL_BATCH, SingleStack, can_batch, evaluate_stack, per_model_losses
 
 
 @dataclass
@@ -90,6 +89,36 @@ def make_optimizer(training: Training, parameters: list[nn.Parameter]) -> torch.
                            nesterov=training.nesterov, weight_decay=training.weight_decay, foreach=True)
 
 
+class _Forward:
+    """How one run computes its logits and losses.
+
+    A network that can train stacked (:func:`lthbench.stacking.can_batch`)
+    in fp32 computes as a stack of one, so that its results do not depend
+    on whether it trained alone or in a batched group; any other network
+    (BatchNorm, dropout, bf16 autocast) calls its module.
+    """
+
+    def __init__(self, model: nn.Module, precision: str):
+        self.model = model
+        self.precision = precision
+        self.stack = SingleStack(model) if precision == "fp32" and can_batch(model) else None
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The mean cross-entropy of one training batch."""
+        if self.stack is not None:
+            return per_model_losses(self.stack.forward(images), labels.unsqueeze(0))[0]
+        with _autocast(images.device, self.precision):
+            return F.cross_entropy(self.model(images).float(), labels)
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor,
+                 data: DeviceData) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and accuracy over a whole split, as device tensors (no host sync)."""
+        if self.stack is not None:
+            loss, accuracy = evaluate_stack(self.stack, images, labels, data, shared=True)
+            return loss[0], accuracy[0]
+        return evaluate(self.model, images, labels, data, self.precision)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data: DeviceData,
              precision: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,6 +179,7 @@ def train(
     total = total_iterations(training, per_epoch)
     apply_masks = MaskApplier(model, masks)
     apply_masks()
+    forward = _Forward(model, training.precision)
     optimizer = make_optimizer(training, [p for p in model.parameters() if p.requires_grad])
     fingerprint = _fingerprint(model, start_iteration, total)
     curves = Curves()
@@ -176,8 +206,7 @@ def train(
         images, labels = data.training_batch(order, step, batch_size, iteration)
         for group in optimizer.param_groups:
             group["lr"] = training.lr * lr_factor(training, iteration, total)
-        with _autocast(device, training.precision):
-            loss = F.cross_entropy(model(images).float(), labels)
+        loss = forward.loss(images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -187,8 +216,8 @@ def train(
         done = iteration + 1
         if done % training.eval_every == 0 or done == total:
             train_loss = (loss_sum / losses_since_eval).item()
-            val_loss, val_acc = evaluate(model, data.val_images, data.val_labels, data, training.precision)
-            _, test_acc = evaluate(model, data.test_images, data.test_labels, data, training.precision)
+            val_loss, val_acc = forward.evaluate(data.val_images, data.val_labels, data)
+            _, test_acc = forward.evaluate(data.test_images, data.test_labels, data)
             curves.iteration.append(done)
             curves.train_loss.append(train_loss)
             curves.val_loss.append(val_loss.item())
