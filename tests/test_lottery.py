@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
@@ -16,41 +15,14 @@ from lthbench.plan import plan_runs
 from lthbench.protocols import InitContext
 from lthbench.runner import run_matrix
 from lthbench.store import Store, load_tensors
+from tiny_matrix import THREE_INITIALIZERS, write_matrix
 
-BENCH = """
-[benchmark]
-name = "e2e"
-seeds = [0, 1]
-output = "{output}"
-device = "cpu"
-
-[defaults]
-dataset = "mnist"
-architecture = "lenet_300_100"
-[defaults.training]
-optimizer = "adam"
-lr = 1.2e-3
-batch_size = 60
-iterations = 60
-eval_every = 20
-validation_size = 200
-train_subset = 2000
-test_subset = 500
-
-[[experiment]]
-name = "lenet"
-pruner = "layerwise_magnitude"
-initializer = ["original", "reinit", {{ name = "rewind", iteration = 20 }}]
-[experiment.schedule]
-mode = "{mode}"
-rounds = 3
-rate = 0.2
-"""
 
 
 def write_bench(tmp_path, mode="iterative", extra=""):
-    path = tmp_path / f"{mode}.toml"
-    path.write_text(textwrap.dedent(BENCH.format(output=tmp_path / f"out-{mode}", mode=mode)) + extra)
+    path = write_matrix(tmp_path, name="e2e", seeds=(0, 1), output=tmp_path / f"out-{mode}", filename=f"{mode}.toml",
+                        initializer=THREE_INITIALIZERS, rounds=3, schedule=f'mode = "{mode}"')
+    path.write_text(path.read_text() + extra)
     return path
 
 

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -23,43 +22,15 @@ from lthbench.settings import Training
 from lthbench.store import Store
 from lthbench.trainer import train
 from test_training import half_masks, small_net, synthetic_data
+import tiny_matrix
 
-MATRIX = """
-[benchmark]
-name = "resume"
-seeds = [0]
-output = "{output}"
-device = "cpu"
-
-[defaults]
-dataset = "mnist"
-architecture = "lenet_300_100"
-[defaults.training]
-optimizer = "sgd"
-lr = 0.05
-momentum = 0.9
-batch_size = 60
-iterations = {iterations}
-eval_every = 20
-validation_size = 200
-train_subset = 2000
-test_subset = 500
-
-[[experiment]]
-name = "lenet"
-pruner = "layerwise_magnitude"
-initializer = ["original", {{ name = "rewind", iteration = 20 }}]
-[experiment.schedule]
-rounds = 2
-rate = 0.2
-"""
+REWIND_TOO = '["original", { name = "rewind", iteration = 20 }]'
 TIMING_FIELDS = ("wall_time",)
 
 
 def write_matrix(folder, iterations=60):
-    path = folder / "matrix.toml"
-    path.write_text(textwrap.dedent(MATRIX.format(output=folder / "out", iterations=iterations)))
-    return path
+    return tiny_matrix.write_matrix(folder, name="resume", optimizer="sgd", lr=0.05, momentum=0.9,
+                                    iterations=iterations, initializer=REWIND_TOO)
 
 
 def comparable_records(output) -> dict[str, dict]:

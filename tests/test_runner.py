@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -20,35 +19,7 @@ from lthbench.plan import plan_runs
 from lthbench.runner import Schedule, iterations_left, run_matrix, statuses
 from lthbench.store import Store
 from test_resume import comparable_records
-
-MATRIX = """
-[benchmark]
-name = "runner"
-seeds = {seeds}
-output = "{output}"
-device = "cpu"
-
-[defaults]
-dataset = "mnist"
-architecture = "lenet_300_100"
-[defaults.training]
-optimizer = "adam"
-lr = 1.2e-3
-batch_size = 60
-iterations = 40
-eval_every = 20
-validation_size = 200
-train_subset = 2000
-test_subset = 500
-
-[[experiment]]
-name = "lenet"
-pruner = {pruners}
-initializer = "original"
-[experiment.schedule]
-rounds = 2
-rate = 0.2
-"""
+import tiny_matrix
 
 FAILING_PLUGINS = '''
 import os
@@ -89,10 +60,7 @@ def registry():
 
 
 def write_matrix(folder, pruners=("layerwise_magnitude",), seeds=(0,)):
-    path = folder / "matrix.toml"
-    text = MATRIX.format(output=folder / "out", pruners=list(pruners), seeds=list(seeds)).replace("'", '"')
-    path.write_text(textwrap.dedent(text))
-    return path
+    return tiny_matrix.write_matrix(folder, name="runner", seeds=seeds, pruner=list(pruners), iterations=40)
 
 
 @pytest.fixture
