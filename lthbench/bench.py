@@ -2,9 +2,12 @@
 
 The reference is what most pruning code does: a torchvision-style data set
 with per-sample transforms behind a DataLoader with worker processes, one
-model at a time. Both sides train the same architecture on the same data at
-the same batch size; each is warmed up first, and throughput is taken over
-the timed steps only.
+model at a time. lthbench is measured twice: one model with its trainer, and
+K models trained as one stacked model (:mod:`lthbench.batched`) on one shared
+batch, as the controls of one sparsity level train; the batched side counts
+model-steps (K per step). All sides train the same architecture on the same
+data at the same batch size; each is warmed up first, and throughput is
+taken over the timed steps only.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from lthbench.batched import train_batched
 from lthbench.checkpoint import TrainingHooks
 from lthbench.data import prepare, seeded_generator
 from lthbench.masks import full_masks
 from lthbench.registry import Registry
+from lthbench.protocols import Network
 from lthbench.settings import Training
+from lthbench.stacking import can_batch
 from lthbench.trainer import make_optimizer, train
 
 #: (architecture, data set, batch size, optimizer settings) of each case.
@@ -37,11 +43,20 @@ CASES = {
 
 @dataclass
 class Measurement:
-    """Throughput of one side of one case."""
+    """Throughput of one side of one case; a batched side counts each model's step (model-steps)."""
 
     steps_per_second: float
     images_per_second: float
     peak_memory_mib: float | None
+
+
+def _network(registry: Registry, arch_name: str, seed: int, device: torch.device) -> Network:
+    dataset = registry.dataset(CASES[arch_name][0])
+    arch = registry.architecture(arch_name)
+    network = arch.build(dataset.input_shape, dataset.num_classes, arch.Params())
+    arch.initialize(network.module, seeded_generator("init", seed))
+    network.module.to(device)
+    return network
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -82,10 +97,7 @@ def reference_loop(registry: Registry, arch_name: str, training: Training, data_
     loader = DataLoader(PerSampleDataset(split.images, split.labels, transform), batch_size=training.batch_size,
                         shuffle=True, drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=workers > 0, generator=seeded_generator("reference"))
-    arch = registry.architecture(arch_name)
-    network = arch.build(dataset.input_shape, dataset.num_classes, arch.Params())
-    arch.initialize(network.module, seeded_generator("init", 0))
-    model = network.module.to(device).train()
+    model = _network(registry, arch_name, 0, device).module.train()
     optimizer = make_optimizer(training, list(model.parameters()))
     _reset_memory(device)
     done, started = 0, 0.0
@@ -109,53 +121,92 @@ def reference_loop(registry: Registry, arch_name: str, training: Training, data_
 
 def lthbench_loop(registry: Registry, arch_name: str, training: Training, data_root: Path, device: torch.device,
                   warmup: int, steps: int) -> Measurement:
-    """lthbench's own trainer on device-resident data (masks applied every step, as in a pruned run).
-
-    The clock runs from the end of step ``warmup`` to the end of step
-    ``warmup + steps``, read through the trainer's progress hook (after a
-    device sync), so neither start-up nor the final evaluation is counted.
-    """
-    dataset = registry.dataset(CASES[arch_name][0])
-    arch = registry.architecture(arch_name)
-    data = prepare(dataset, data_root, False, training, 0, device)
-    network = arch.build(dataset.input_shape, dataset.num_classes, arch.Params())
-    arch.initialize(network.module, seeded_generator("init", 0))
-    network.module.to(device)
+    """lthbench's own trainer, one model on device-resident data (masks applied every step, as in a pruned run)."""
+    data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
+    network = _network(registry, arch_name, 0, device)
     masks = {name: mask.to(device) for name, mask in full_masks(network).items()}
-    length = warmup + steps + 1
-    clock: dict[int, float] = {}
-
-    def on_progress(done: int, total: int, loss: float | None) -> None:
-        if done in (warmup, warmup + steps):
-            _sync(device)
-            clock[done] = time.perf_counter()
-
+    clock = _Clock(device, warmup, steps)
     _reset_memory(device)
-    train(network.module, masks, data, dataclasses.replace(training, iterations=length, eval_every=length),
-          hooks=TrainingHooks(on_progress=on_progress))
-    elapsed = clock[warmup + steps] - clock[warmup]
-    return Measurement(steps / elapsed, steps * training.batch_size / elapsed, _peak_memory(device))
+    train(network.module, masks, data, clock.training(training),
+          hooks=TrainingHooks(on_progress=lambda done, total, loss: clock.tick(done)))
+    return clock.measurement(training.batch_size, 1)
+
+
+def batched_loop(registry: Registry, arch_name: str, training: Training, data_root: Path, device: torch.device,
+                 warmup: int, steps: int, trials: int) -> Measurement | None:
+    """``trials`` networks (each with its own initial weights and masks) trained stacked on one shared batch.
+
+    ``None`` when the architecture cannot train stacked (BatchNorm).
+    """
+    networks = [_network(registry, arch_name, seed, device) for seed in range(trials)]
+    if not can_batch(networks[0].module):
+        return None
+    data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
+    masks = [{name: mask.to(device) for name, mask in full_masks(n).items()} for n in networks]
+    clock = _Clock(device, warmup, steps)
+    _reset_memory(device)
+    train_batched([n.module for n in networks], masks, [data] * trials, clock.training(training),
+                  on_progress=lambda done, total: clock.tick(done))
+    return clock.measurement(training.batch_size, trials)
+
+
+class _Clock:
+    """Times a trainer from the end of step ``warmup`` to the end of step ``warmup + steps`` (after a device sync).
+
+    It is read through the trainer's progress hook, so neither start-up nor
+    the final evaluation (one, after the last step) is counted.
+    """
+
+    def __init__(self, device: torch.device, warmup: int, steps: int):
+        self.device, self.warmup, self.steps = device, warmup, steps
+        self.times: dict[int, float] = {}
+
+    def training(self, training: Training) -> Training:
+        length = self.warmup + self.steps + 1
+        return dataclasses.replace(training, iterations=length, eval_every=length)
+
+    def tick(self, done: int) -> None:
+        if done in (self.warmup, self.warmup + self.steps):
+            _sync(self.device)
+            self.times[done] = time.perf_counter()
+
+    def measurement(self, batch_size: int, models: int) -> Measurement:
+        elapsed = self.times[self.warmup + self.steps] - self.times[self.warmup]
+        model_steps = self.steps * models
+        return Measurement(model_steps / elapsed, model_steps * batch_size / elapsed, _peak_memory(self.device))
 
 
 def bench_command(registry: Registry, data_root: Path, device: torch.device, models: list[str], steps: int,
-                  warmup: int, workers: int, print_line=print) -> list[dict]:
-    """Measure every case and print one line per case with the ratio of the two sides (``warmup`` >= 1)."""
+                  warmup: int, workers: int, trials: int, print_line=print) -> list[dict]:
+    """Measure every case and print one line per case with lthbench's ratios to the reference (``warmup`` >= 1).
+
+    ``trials`` is K of the batched side; a case whose network cannot train
+    stacked prints ``-`` there.
+    """
     warmup = max(warmup, 1)
     rows = []
-    print_line(f"device: {device}; {steps} timed steps after {warmup} warm-up steps; reference DataLoader workers: {workers}")
+    print_line(f"device: {device}; {steps} timed steps after {warmup} warm-up steps; reference DataLoader workers: "
+               f"{workers}; batched: {trials} models on one shared batch, counted in model-steps")
     print_line(f"{'model':<15} {'batch':>5} {'ref steps/s':>12} {'lthbench steps/s':>17} {'ratio':>7} "
-               f"{'ref img/s':>10} {'lthbench img/s':>15} {'ref MiB':>8} {'lthbench MiB':>13}")
+               f"{'batched model-steps/s':>22} {'ratio':>7} {'ref img/s':>10} {'lthbench img/s':>15} "
+               f"{'ref MiB':>8} {'lthbench MiB':>13} {'batched MiB':>12}")
     for name in models:
         dataset_name, batch, optimizer = CASES[name]
         # small validation and test splits: evaluation is not what is measured here
         training = Training(batch_size=batch, validation_size=1000, test_subset=1000, **optimizer)
         reference = reference_loop(registry, name, training, data_root, device, warmup, steps, workers)
         ours = lthbench_loop(registry, name, training, data_root, device, warmup, steps)
+        batched = batched_loop(registry, name, training, data_root, device, warmup, steps, trials)
         ratio = ours.steps_per_second / reference.steps_per_second
-        memory = lambda m: "-" if m.peak_memory_mib is None else f"{m.peak_memory_mib:.0f}"
+        batched_ratio = batched.steps_per_second / reference.steps_per_second if batched else None
+        memory = lambda m: "-" if m is None or m.peak_memory_mib is None else f"{m.peak_memory_mib:.0f}"
+        batched_text = (f"{batched.steps_per_second:>22.1f} {batched_ratio:>6.2f}x" if batched
+                        else f"{'-':>22} {'-':>7}")
         print_line(f"{name:<15} {batch:>5} {reference.steps_per_second:>12.1f} {ours.steps_per_second:>17.1f} "
-                   f"{ratio:>6.2f}x {reference.images_per_second:>10.0f} {ours.images_per_second:>15.0f} "
-                   f"{memory(reference):>8} {memory(ours):>13}")
-        rows.append({"model": name, "dataset": dataset_name, "batch_size": batch, "reference": vars(reference),
-                     "lthbench": vars(ours), "ratio": ratio})
+                   f"{ratio:>6.2f}x {batched_text} {reference.images_per_second:>10.0f} "
+                   f"{ours.images_per_second:>15.0f} {memory(reference):>8} {memory(ours):>13} {memory(batched):>12}")
+        rows.append({"model": name, "dataset": dataset_name, "batch_size": batch, "device": str(device),
+                     "reference": vars(reference), "lthbench": vars(ours), "ratio": ratio,
+                     "batched": vars(batched) if batched else None, "trials": trials,
+                     "batched_ratio": batched_ratio})
     return rows

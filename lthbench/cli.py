@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, help="timed steps per side (default: 500 on a GPU, 40 on a CPU)")
     bench.add_argument("--warmup", type=int, help="untimed warm-up steps (default: 50 on a GPU, 5 on a CPU)")
     bench.add_argument("--workers", type=int, default=4, help="DataLoader workers of the reference loop")
+    bench.add_argument("--trials", type=int, help="models of the batched side (default: 32 on a GPU, 4 on a CPU)")
     bench.add_argument("--json", help="also write the measurements to this JSON file")
 
     index = sub.add_parser("index", help="write index.html listing every report in a folder")
@@ -230,13 +231,16 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     unknown = [m for m in models if m not in CASES]
     if unknown:
         raise UserError(f"--models: unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials: must be at least 1, got {args.trials}")
     device = resolve_device(args.device)
     on_gpu = device.type == "cuda"
     root = resolve_data_root(args.data_root)
     for dataset in sorted({CASES[m][0] for m in models}):
         registry.dataset(dataset).check(root, args.download)
     rows = bench_command(registry, root, device, models, args.steps or (500 if on_gpu else 40),
-                         args.warmup or (50 if on_gpu else 5), args.workers, print_line=console.print)
+                         args.warmup or (50 if on_gpu else 5), args.workers, args.trials or (32 if on_gpu else 4),
+                         print_line=console.print)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
