@@ -4,10 +4,10 @@ A lock is a small JSON file created atomically with ``O_CREAT | O_EXCL``; it
 names its holder: host, boot id, process id and the process's start time.
 A lock is stale when its holder is gone: on the same host and boot, the
 process is dead or its pid now belongs to a younger process; on a previous
-boot of this host, always. A stale lock is taken over, under a folder-wide
-``flock`` so that two processes never both take over the same lock. Locks
-of another host cannot be checked and are respected until their holder
-removes them.
+boot of this host, always. Locks are created, and stale ones taken over,
+under a folder-wide ``flock``, so that two processes never both take the
+same lock. Locks of another host cannot be checked and are respected until
+their holder removes them.
 """
 
 from __future__ import annotations
@@ -112,14 +112,14 @@ def _remove_if_stale(path: Path) -> bool:
 def acquire(path: Path) -> bool:
     """Take the lock at ``path`` for this process; ``False`` if a live process holds it.
 
-    An empty or unparsable lock is treated as stale: its writer died between
-    creating and filling it.
+    Creating a lock and taking over a stale one both happen under the
+    folder-wide mutex, so no process ever reads a lock that another is still
+    writing: an empty or unparsable lock is one whose writer died while
+    writing it, and is stale.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if _create(path):
-        return True
     with _takeover_mutex(path.parent.parent):
-        return _remove_if_stale(path) and _create(path)
+        return _create(path) or (_remove_if_stale(path) and _create(path))
 
 
 def clear_stale(path: Path) -> bool:

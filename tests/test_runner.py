@@ -92,6 +92,38 @@ def test_a_lock_excludes_live_processes_and_a_dead_ones_lock_is_taken_over(tmp_p
     assert locks.acquire(path)
 
 
+CONTENDER = """
+import sys
+from pathlib import Path
+from lthbench import locks
+
+lock, journal, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+for _ in range(300):
+    if locks.acquire(lock):
+        with journal.open("a") as handle:
+            handle.write(name + " in\\n")
+        with journal.open("a") as handle:
+            handle.write(name + " out\\n")
+        locks.release(lock)
+"""
+
+
+def test_two_processes_contending_for_one_lock_never_hold_it_together(tmp_path):
+    lock, journal = tmp_path / "runs" / "a" / "lock", tmp_path / "journal"
+    lock.parent.mkdir(parents=True)
+    script = tmp_path / "contender.py"
+    script.write_text(CONTENDER)
+    processes = [subprocess.Popen([sys.executable, str(script), str(lock), str(journal), name]) for name in "AB"]
+    assert [p.wait() for p in processes] == [0, 0]
+    lines = journal.read_text().splitlines()
+    assert len(lines) >= 2 and not lock.exists()
+    holder = None
+    for line in lines:  # every "in" is followed by the same process's "out"
+        name, what = line.split()
+        assert (what == "in" and holder is None) or (what == "out" and holder == name), lines
+        holder = name if what == "in" else None
+
+
 def json_holder(pid):
     import json
 
