@@ -37,7 +37,7 @@ class Display(Protocol):
     """Receives the scheduler's events."""
 
     def add_runs(self, count: int) -> None:
-        """``count`` more runs are to be done (the total grows)."""
+        """``count`` more runs are to be done (the total grows; it shrinks by runs that will not run)."""
 
     def started(self, run: RunSpec) -> None:
         """A run was submitted."""
@@ -61,7 +61,7 @@ class PlainDisplay:
         self.ended = 0
 
     def add_runs(self, count: int) -> None:
-        """Grow the number of runs to do."""
+        """Grow (or, for runs that will not run, shrink) the number of runs to do."""
         self.total += count
 
     def started(self, run: RunSpec) -> None:
@@ -93,7 +93,7 @@ class RichDisplay(PlainDisplay):
         self.bars.start()
 
     def add_runs(self, count: int) -> None:
-        """Grow the overall bar's total."""
+        """Change the overall bar's total."""
         super().add_runs(count)
         self.bars.update(self.overall, total=self.total)
 

@@ -243,7 +243,10 @@ def _work_through(schedule: Schedule, executor: Executor, grouper: Grouper, disp
     by_id = {run.run_id: run for run in schedule.runs}
     in_flight: list[set[str]] = []  # the run ids of each group in flight without an outcome yet
     while True:
-        for group in grouper.groups(schedule.ready()):
+        blocked = schedule.counts()["blocked"]
+        ready = schedule.ready()
+        display.add_runs(blocked - schedule.counts()["blocked"])  # runs behind a failure will not run
+        for group in grouper.groups(ready):
             if len(in_flight) >= executor.capacity:
                 break
             for run in group:

@@ -202,9 +202,11 @@ def test_cli_exits_non_zero_with_a_summary_and_retries_only_failed_runs(tmp_path
     monkeypatch.setattr(lthbench.registry, "default_registry", failing_plugins.registry)
     path = write_matrix(tmp_path, ["exploding", "layerwise_magnitude"])
     args = ["run", str(path), "--data-root", str(data_root), "--quiet"]
-    assert main(args) == 1
+    assert main(args[:-1]) == 1
     out = capsys.readouterr().out
     assert "3 done" in out and "1 failed" in out and "1 blocked" in out
+    ended = [line.split(" ")[0] for line in out.splitlines() if line.startswith("[")]
+    assert ended == ["[1/5]", "[2/5]", "[3/4]", "[4/4]"]  # once blocked, a run leaves the total
     assert "failed: lenet · exploding · seed 0 · round 1" in out and "boom in round one" in out
     runs = tmp_path / "out" / "runs"
     done = {p: p.read_bytes() for p in runs.glob("*/record.json") if b'"done"' in p.read_bytes()}
