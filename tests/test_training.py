@@ -10,7 +10,7 @@ from torch import nn
 
 from lthbench.data import DeviceData, augment_batch, seeded_generator
 from lthbench.settings import Training
-from lthbench.trainer import lr_factor, train
+from lthbench.trainer import lr_factor, make_optimizer, train
 
 
 def synthetic_data(n=600, seed=0, augment=False) -> DeviceData:
@@ -125,3 +125,15 @@ def test_seeded_generator_is_stable_and_distinct():
     assert torch.equal(a, torch.rand(3, generator=seeded_generator("x", 1)))
     assert not torch.equal(a, torch.rand(3, generator=seeded_generator("x", 2)))
     assert math.isfinite(float(a.sum()))
+
+
+@pytest.mark.parametrize("settings", [dict(optimizer="adam", lr=1e-3), dict(optimizer="sgd", lr=0.1, momentum=0.9)])
+def test_optimizers_are_multi_tensor_on_the_cpu(settings):
+    optimizer = make_optimizer(Training(**settings), list(nn.Linear(3, 2).parameters()))
+    assert optimizer.defaults["foreach"] is True and not optimizer.defaults["fused"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_optimizers_are_fused_on_a_gpu():
+    optimizer = make_optimizer(Training(optimizer="adam", lr=1e-3), list(nn.Linear(3, 2).cuda().parameters()))
+    assert optimizer.defaults["fused"] is True
