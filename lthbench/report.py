@@ -39,6 +39,27 @@ class CellView:
     verdict_rows: list[dict[str, Any]]
     figures: list[SvgFigure]
     stats: dict[str, list[dict[str, Any]]]
+    censoring: str = ""
+
+
+def censoring_note(rows: pd.DataFrame) -> str:
+    """A warning when runs reached their lowest validation loss at their last iteration ("" when none did).
+
+    Such a run was still improving when training ended: its early-stop
+    iteration is the training length, not a point where it stopped learning,
+    so comparisons of early-stop iterations (and "does not learn later") are
+    censored there.
+    """
+    done = rows[(rows["status"] == "done") & rows["early_stop_iteration"].notna() & rows["iterations"].notna()]
+    at_end = done["early_stop_iteration"] >= done["iterations"]
+    dense = done["round"] == 0
+    if not at_end.any():
+        return ""
+    return (f"{int(at_end[dense].sum())} of {int(dense.sum())} dense runs and {int(at_end[~dense].sum())} of "
+            f"{int((~dense).sum())} pruned runs had their lowest validation loss at the last evaluation: they were "
+            "still improving when training ended. Their early-stop iteration is the training length, so the "
+            "early-stop comparisons are censored there (a ticket cannot be shown to learn earlier than a network "
+            "that never stopped), and the dense network may be undertrained. Train longer to test early stopping.")
 
 
 def format_value(value: Any, metric: str) -> str:
@@ -130,6 +151,7 @@ def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, judged: pd.DataFrame, re
         verdict_rows=verdict_rows,
         figures=figure_set(rows, records, str(first["cell_id"]), random_mask),
         stats=stats,
+        censoring=censoring_note(rows),
     )
 
 

@@ -24,7 +24,7 @@ SCHEMA = 1
 STOPPED = frozenset({"failed", "diverged", "blocked"})
 RESULT_COLUMNS = [
     "experiment", "architecture", "dataset", "training", "pruner", "initializer", "seed", "round",
-    "weights_remaining", "early_stop_iteration", "early_stop_test_accuracy", "final_test_accuracy",
+    "weights_remaining", "early_stop_iteration", "iterations", "early_stop_test_accuracy", "final_test_accuracy",
     "status", "error", "traceback", "wall_time", "device", "run_id", "cell_id", "mode", "rate", "folder",
 ]
 #: Columns of ``lthbench report --csv`` (everything but tracebacks and folder paths).
@@ -109,6 +109,7 @@ def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
             "round": run["round"],
             "weights_remaining": record.get("weights_remaining"),
             "early_stop_iteration": record.get("early_stop_iteration"),
+            "iterations": record.get("iterations"),
             "early_stop_test_accuracy": record.get("early_stop_test_accuracy"),
             "final_test_accuracy": record.get("final_test_accuracy"),
             "status": status,

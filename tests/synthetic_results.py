@@ -100,6 +100,7 @@ def _record(run: dict[str, Any], cell: dict[str, Any], pruner_index: int, status
         "layers": layers,
         "curves": curves if not failed else {key: [] for key in curves},
         "early_stop_iteration": None if failed else early_stop,
+        "iterations": ITERATIONS,
         "early_stop_test_accuracy": None if failed else accuracy,
         "final_test_accuracy": None if failed else curves["test_accuracy"][-1],
         "wall_time": 12.5,

@@ -18,7 +18,7 @@ from synthetic_results import FAILURE, write_synthetic_results
 
 from lthbench.errors import UserError
 from lthbench.figures import metric_figure
-from lthbench.report import format_p, format_value, report_command
+from lthbench.report import censoring_note, format_p, format_value, report_command
 from lthbench.results import load_results
 from lthbench.stats import ACCURACY, ITERATION
 
@@ -30,7 +30,7 @@ REQUIRED_CSV = [
 ]
 REQUIRED_STATS_CSV = [
     "experiment", "pruner", "weights_remaining", "metric", "group_a", "group_b", "n_a", "n_b", "mean_a", "mean_b",
-    "diff", "ci_low", "ci_high", "welch_p", "mannwhitney_p", "p_holm", "hedges_g",
+    "diff", "ci_low", "ci_high", "ci_t_low", "ci_t_high", "welch_p", "mannwhitney_p", "p_holm", "hedges_g",
 ]
 
 
@@ -143,6 +143,27 @@ def test_report_shows_the_random_mask_control_in_the_reference_cell(tmp_path, ca
     assert html.count("<td>random mask</td>") == 6  # three levels in each metric's statistics table
     assert html.count("<svg") == 12
     assert html.count(">random mask</text>") == 2  # legend of its accuracy and early-stop figures
+
+
+def test_runs_still_improving_at_the_end_are_flagged_as_censored(tmp_path):
+    results = write_synthetic_results(tmp_path / "results")
+    assert report_command([str(results)], str(tmp_path / "plain.html"), None, None, SectionPlugin()) == 0
+    assert "Early stopping not reached" not in (tmp_path / "plain.html").read_text(encoding="utf-8")
+    for path in results.glob("runs/*/record.json"):
+        record = json.loads(path.read_text())
+        if record["round"] == 0:  # the dense runs' validation loss was lowest at their last evaluation
+            path.write_text(json.dumps({**record, "iterations": record["early_stop_iteration"]}))
+    assert report_command([str(results)], str(tmp_path / "censored.html"), None, None, SectionPlugin()) == 0
+    html = (tmp_path / "censored.html").read_text(encoding="utf-8")
+    assert html.count("Early stopping not reached") == 2  # one warning per cell
+    assert len(re.findall(r"3 of 3 dense runs and 0 of 1[57] pruned runs had their lowest validation loss", html)) == 2
+
+
+def test_censoring_counts_done_runs_that_stopped_at_their_last_iteration():
+    frame = pd.DataFrame({"status": ["done", "done", "done", "failed"], "round": [0, 1, 1, 1],
+                          "early_stop_iteration": [2000, 2000, 1600, None], "iterations": [2000, 2000, 2000, 2000]})
+    assert censoring_note(frame).startswith("1 of 1 dense runs and 1 of 2 pruned runs had their lowest")
+    assert censoring_note(frame.assign(iterations=4000)) == ""
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,21 @@ def test_welch_t_and_p_match_the_hand_formula():
     assert result["welch_p"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-10)
     assert result["diff"] == pytest.approx(a.mean() - b.mean())
     assert (result["n_a"], result["n_b"]) == (4, 3)
+    half_width = scipy_stats.t.ppf(0.975, df) * math.sqrt(se2_a + se2_b)
+    assert result["ci_t_low"] == pytest.approx(a.mean() - b.mean() - half_width, rel=1e-10)
+    assert result["ci_t_high"] == pytest.approx(a.mean() - b.mean() + half_width, rel=1e-10)
+
+
+def test_with_three_seeds_the_welch_interval_keeps_its_coverage_and_the_bootstrap_does_not():
+    """Why verdicts use Welch's interval: 3 against 3 draws of one normal distribution, 400 times."""
+    rng = np.random.default_rng(1)
+    misses = {"welch": 0, "bootstrap": 0}
+    for case in range(400):
+        result = compare(rng.normal(0, 1, 3), rng.normal(0, 1, 3), seed=case)
+        misses["welch"] += not result["ci_t_low"] <= 0 <= result["ci_t_high"]
+        misses["bootstrap"] += not result["ci_low"] <= 0 <= result["ci_high"]
+    assert misses["welch"] / 400 <= 0.075  # nominal 0.05; a binomial sd is 0.011
+    assert misses["bootstrap"] / 400 >= 0.12
 
 
 @pytest.mark.parametrize(
@@ -95,7 +110,8 @@ def test_holm_adjusts_a_hand_made_family(p, expected):
 def test_too_few_seeds_give_no_p_values():
     result = compare([0.9, 0.91], [0.8, 0.81, 0.82])
     assert result["note"] == NOT_ENOUGH_SEEDS
-    assert all(math.isnan(result[key]) for key in ("welch_p", "mannwhitney_p", "ci_low", "ci_high"))
+    assert all(math.isnan(result[key]) for key in ("welch_p", "mannwhitney_p", "ci_low", "ci_high", "ci_t_low",
+                                                   "ci_t_high"))
     assert result["diff"] == pytest.approx(0.905 - 0.81)
 
 
@@ -147,6 +163,18 @@ def test_ticket_below_dense_or_later_is_not_a_winning_ticket():
     assert _verdict(_frame(ticket=0.94, reinit=0.90), "vs dense") == "not a winning ticket: lower accuracy"
     later = _frame(ticket=0.975, reinit=0.90, ticket_iteration=5000)
     assert _verdict(later, "vs dense") == "not a winning ticket: learns later"
+
+
+def test_the_dense_verdict_reads_the_welch_interval_not_the_bootstrap_one():
+    table = comparison_table(_frame(ticket=0.975, reinit=0.95))
+    accuracy = (table["metric"] == ACCURACY) & (table["group_b"] == "dense") & (table["round"] == 1)
+    table.loc[accuracy, ["ci_low", "ci_high"]] = [-0.02, -0.01]  # the bootstrap alone would say "below dense"
+    judged = verdicts(table)
+    assert judged[(judged["comparison"] == "vs dense") & (judged["round"] == 1)]["verdict"].item() == "winning ticket"
+    table.loc[accuracy, ["ci_t_low", "ci_t_high"]] = [-0.02, -0.01]
+    judged = verdicts(table)
+    assert judged[(judged["comparison"] == "vs dense") & (judged["round"] == 1)]["verdict"].item() == (
+        "not a winning ticket: lower accuracy")
 
 
 def test_too_few_seeds_give_no_verdict():
