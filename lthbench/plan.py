@@ -6,8 +6,11 @@ weights of the mask source: in iterative mode the previous round's run of the
 mask-source initializer (the dense run for round 1), in one-shot mode always
 the dense run. A run's id hashes everything that determines its result, and
 the id of the run its mask comes from, so the whole lineage is in the id.
-Display names (the experiment's name) and the number of rounds are not part
-of it: adding rounds reuses the finished ones.
+Display names (the experiment's name), the number of rounds and the other
+initializers of the cell are not part of it: adding rounds, seeds or a
+control reuses the finished runs. The dense run's id does include the
+rewinding points of its cell, because it saves θ_k at each of them: adding a
+rewinding initializer at a new iteration trains the chain again.
 """
 
 from __future__ import annotations
@@ -60,6 +63,19 @@ def cell_key(cell: Cell) -> dict:
     }
 
 
+def _run_key(cell: Cell, seed: int, round_: int, ref: PluginRef, parent: str, dense_id: str,
+             is_source: bool) -> dict:
+    """What determines a pruned run's result: its settings, seed, round, initializer and mask lineage.
+
+    Whether it is its chain's mask source is in the key as well (a mask
+    source also saves its trained weights for the next round).
+    """
+    settings = {k: v for k, v in cell_key(cell).items() if k not in ("initializers", "mask_source")}
+    settings["schedule"] = {k: v for k, v in settings["schedule"].items() if k != "mask_source"}
+    return {"settings": settings, "seed": seed, "round": round_, "initializer": ref.key(),
+            "mask_parent": parent, "dense": dense_id, "mask_source": is_source}
+
+
 def _dense_key(cell: Cell, seed: int) -> dict:
     rewinds = sorted(
         (ref.key() for ref in cell.initializers if ref.name == "rewind"), key=lambda k: str(k)
@@ -83,10 +99,9 @@ def chain_runs(cell: Cell, seed: int) -> list[RunSpec]:
     for round_ in range(1, cell.schedule.rounds + 1):
         next_parent = parent
         for ref in cell.initializers:
-            key = {"cell": cell_key(cell), "seed": seed, "round": round_, "initializer": ref.key(),
-                   "mask_parent": parent, "dense": dense_id}
             is_source = ref.name == cell.mask_source and cell.schedule.mode == "iterative"
-            spec = RunSpec(content_hash(key), cell, cell_id, seed, round_, ref, dense_id, parent, is_source)
+            run_id = content_hash(_run_key(cell, seed, round_, ref, parent, dense_id, is_source))
+            spec = RunSpec(run_id, cell, cell_id, seed, round_, ref, dense_id, parent, is_source)
             runs.append(spec)
             if is_source:
                 next_parent = spec.run_id
