@@ -21,7 +21,7 @@ from lthbench.protocols import InitContext, Network, PruningContext
 from lthbench.registry import Registry
 from lthbench.stacking import can_batch
 from lthbench.store import Store, content_hash, load_tensors, save_tensors
-from lthbench.trainer import TrainResult, train
+from lthbench.trainer import TrainResult, total_iterations, train
 
 
 @dataclass
@@ -122,9 +122,13 @@ def _initial_state(spec: RunSpec, network: Network, arch: Any, data: DeviceData,
 
 def _rewind_points(spec: RunSpec, data: DeviceData, ws: Workspace) -> set[int]:
     per_epoch = data.iterations_per_epoch(spec.cell.training.batch_size)
+    total = total_iterations(spec.cell.training, per_epoch)
     points = set()
     for ref in spec.cell.initializers:
         k = ws.registry.initializer(ref.name).rewind_iteration(ref.params, per_epoch)
+        if k is not None and not 0 <= k <= total:
+            raise ValueError(f"initializer {ref.label} rewinds to iteration {k}, but the dense run trains for "
+                             f"{total} iterations ({per_epoch} per epoch)")
         if k is not None:
             points.add(k)
     return points

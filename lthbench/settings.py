@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +43,9 @@ class Training:
     def __post_init__(self) -> None:
         checks = [
             (self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}"),
-            (self.lr > 0, "lr", "a positive number"),
+            (math.isfinite(self.lr) and self.lr > 0, "lr", "a positive number"),
             (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
-            (self.weight_decay >= 0, "weight_decay", "non-negative"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "non-negative"),
             (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, "betas", "two numbers in [0, 1)"),
             (self.batch_size >= 1, "batch_size", "a positive integer"),
             (self.iterations >= 1, "iterations", "a positive integer"),
@@ -56,6 +57,8 @@ class Training:
             (self.eval_every >= 1, "eval_every", "a positive integer"),
             (self.validation_size >= 1, "validation_size", "a positive integer"),
             (self.train_subset >= 0, "train_subset", "non-negative (0 = all)"),
+            (not self.train_subset or self.validation_size < self.train_subset, "validation_size",
+             "smaller than train_subset (the validation images are held out of it)"),
             (self.test_subset >= 0, "test_subset", "non-negative (0 = all)"),
             (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
         ]

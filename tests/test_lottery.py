@@ -235,3 +235,13 @@ def test_cli_run_and_status(tmp_path, data_root, capsys):
     assert "2 done" in out
     records = list((tmp_path / "out-iterative" / "runs").glob("*/record.json"))
     assert len(records) == 2 and all(json.loads(p.read_text())["status"] == "done" for p in records)
+
+
+def test_a_rewind_point_after_the_end_of_training_fails_the_dense_run_with_a_clear_error(tmp_path, registry,
+                                                                                         data_root):
+    path = write_matrix(tmp_path, initializer='["original", { name = "rewind", epoch = 50 }]')
+    bench, ws, counts = run(path, registry, data_root)
+    assert counts == {"failed": 1, "blocked": 4}
+    dense = plan_runs(bench)[0]
+    error = ws.store.record(dense.run_id)["error"]
+    assert "rewind(epoch=50.0) rewinds to iteration 1500, but the dense run trains for 60 iterations" in error
