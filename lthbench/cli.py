@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -143,6 +145,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise UserError(f"--checkpoint-every = {args.checkpoint_every} must be 0 (never) or positive")
     root = _data(args, benchmark, registry)
     devices = args.devices.split(",") if args.devices else visible_devices(benchmark.device)
+    for device in devices:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+            raise UserError(f"--devices: {device!r} is not a device; give cpu, cuda or cuda:N, comma-separated")
     on_gpu = any(d.startswith("cuda") for d in devices)
     if on_gpu and not torch.cuda.is_available():
         source = "--devices" if args.devices else "benchmark.device"
@@ -152,6 +157,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     slots = worker_slots(devices, args.jobs_per_device, args.jobs)
     batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else 1)  # the workers fit K to their memory
     download = args.download or benchmark.download
+    try:
+        Path(benchmark.output).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{args.file}: the output folder {benchmark.output} cannot be created: {error.strerror}"
+                        ) from None
+    if not os.access(benchmark.output, os.W_OK):
+        raise UserError(f"{args.file}: the output folder {benchmark.output} is not writable")
     ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
     executor = None
     if len(slots) > 1:

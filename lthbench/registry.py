@@ -62,7 +62,16 @@ class Registry:
             for impl in hook.get_hookimpls():
                 plugin_name = manager.get_name(impl.plugin) or repr(impl.plugin)
                 dist, version = origins.get(plugin_name, ("unknown", "unknown"))
-                for item in impl.function() or []:
+                where = f"plugin {plugin_name!r} ({dist} {version})"
+                try:
+                    items = impl.function()
+                except Exception as error:  # third-party code: name it instead of a bare traceback
+                    raise PluginError(f"{where} raised from its {kind} hook: {type(error).__name__}: {error}"
+                                      ) from error
+                if items is not None and not isinstance(items, (list, tuple)):
+                    raise PluginError(f"{where} returned {items!r} from its {kind} hook; "
+                                      f"it must return a list of {base.__name__} objects")
+                for item in items or []:
                     self._add(kind, base, item, plugin_name, dist, version)
 
     def _add(self, kind: str, base: type, item: Any, plugin: str, dist: str, version: str) -> None:
@@ -158,8 +167,15 @@ def _load_entry_points(manager: pluggy.PluginManager, origins: dict[str, tuple[s
             ) from error
         if manager.is_registered(plugin):
             continue
-        manager.register(plugin, name=plugin_name)
+        _register(manager, plugin, plugin_name, f"plugin {ep.name!r} ({dist} {version}, entry point {ep.value!r})")
         origins[plugin_name] = (dist, version)
+
+
+def _register(manager: pluggy.PluginManager, plugin: Any, name: str, described: str) -> None:
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as error:  # e.g. a hook with arguments its spec does not have
+        raise PluginError(f"{described} does not match lthbench's hooks: {error}") from error
 
 
 def _register_builtins(manager: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> None:
@@ -190,12 +206,15 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
     _register_builtins(manager, origins)
     for index, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", f"extra-{index}")
-        manager.register(plugin, name=name)
+        _register(manager, plugin, name, f"plugin {name!r}")
         origins[name] = ("local", "-")
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {error.plugin!r} implements an unknown hook: {error}") from error
+        name = manager.get_name(error.plugin) or repr(error.plugin)
+        dist, version = origins.get(name, ("unknown", "unknown"))
+        raise PluginError(f"plugin {name!r} ({dist} {version}) implements a hook lthbench does not have: "
+                          f"{error}") from error
     return Registry(manager, origins)
 
 

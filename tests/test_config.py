@@ -78,6 +78,18 @@ def test_run_ids_ignore_names_and_round_count(registry, tmp_path):
     assert {r.run_id for r in a} < {r.run_id for r in b}
 
 
+def test_adding_a_control_or_naming_the_default_mask_source_keeps_the_finished_runs(registry, tmp_path):
+    ids = lambda text: {(r.seed, r.round, r.initializer_label): r.run_id for r in plan_runs(parse(text, registry, tmp_path))}
+    ticket_only = ids(replace('initializer = ["original", "reinit"]', 'initializer = "original"'))
+    with_reinit = ids(VALID)
+    assert ticket_only.items() < with_reinit.items()  # the dense and ticket runs keep their ids
+    assert ids(replace("rate = 0.2", 'rate = 0.2\nmask_source = "original"')) == with_reinit
+    by_reinit = ids(replace("rate = 0.2", 'rate = 0.2\nmask_source = "reinit"'))
+    assert by_reinit[(0, 0, "dense")] == with_reinit[(0, 0, "dense")]
+    assert by_reinit[(0, 1, "original")] != with_reinit[(0, 1, "original")]  # no longer the mask source
+    assert by_reinit[(0, 2, "original")] != with_reinit[(0, 2, "original")]  # pruned from another lineage
+
+
 def test_iterative_mask_lineage_follows_the_ticket(registry, tmp_path):
     runs = plan_runs(parse(VALID, registry, tmp_path))
     seed0 = [r for r in runs if r.seed == 0]
@@ -121,6 +133,13 @@ MALFORMED = [
     ("unknown dataset", replace('dataset = "mnist"', 'dataset = "mnits"'),
      ["dataset", "unknown dataset 'mnits'", "did you mean 'mnist'"]),
     ("negative rate", replace("rate = 0.2", "rate = -0.1"), ["schedule", "rate = -0.1 is not allowed", "(0, 1)"]),
+    ("infinite lr", replace("lr = 1.2e-3", "lr = inf"), ["training", "lr = inf is not allowed", "positive number"]),
+    ("validation as large as the subset", replace("iterations = 100", "iterations = 100\ntrain_subset = 500\n"
+                                                  "validation_size = 500"),
+     ["training", "validation_size = 500 is not allowed", "smaller than train_subset"]),
+    ("rewind after training", replace('["original", "reinit"]', '["original", { name = "rewind", iteration = 500 }]'),
+     ["experiment[0](lenet).initializer[1]", "rewind(iteration=500) rewinds to iteration 500",
+      "after the end of training (iterations = 100)"]),
     ("rate of one", replace("rate = 0.2", "rate = 1.0"), ["schedule", "rate = 1.0 is not allowed"]),
     ("zero rounds", replace("rounds = 2", "rounds = 0"), ["schedule", "rounds = 0 is not allowed", "at least 1"]),
     ("bad mode", replace("rounds = 2", 'rounds = 2\nmode = "oneshot"'), ["mode = 'oneshot'", "iterative, one_shot"]),
@@ -188,6 +207,19 @@ def test_validate_prints_the_matrix(tmp_path, data_root):
     assert "layerwise_magnitude" in out.stdout and "original, reinit" in out.stdout
     # 2 seeds x (1 dense + 2 rounds x 2 initializers) runs of 100 iterations
     assert "10 training runs, 1,000 training iterations" in out.stdout
+
+
+def test_run_refuses_an_unknown_device_and_an_output_folder_it_cannot_create(tmp_path, data_root, capsys):
+    path = tmp_path / "bench.toml"
+    path.write_text(VALID)
+    run = ["run", str(path), "--data-root", str(data_root), "--quiet"]
+    assert main(run + ["--devices", "cpu,foo"]) == 2
+    assert "--devices: 'foo' is not a device; give cpu, cuda or cuda:N" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(run + ["--output", str(tmp_path / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"the output folder {tmp_path / 'a-file' / 'out'} cannot be created: Not a directory" in err
+    assert "Traceback" not in err
 
 
 def test_parse_reports_file_name_for_inline_text(registry, tmp_path):

@@ -202,6 +202,43 @@ def test_wrong_return_type_is_rejected():
         build_registry((Wrong,))
 
 
+def test_a_raising_or_malformed_plugin_is_one_error_naming_it():
+    from lthbench import hookimpl
+
+    class Raising:
+        @staticmethod
+        @hookimpl
+        def lthbench_pruners():
+            raise RuntimeError("boom")
+
+    class NotAList:
+        @staticmethod
+        @hookimpl
+        def lthbench_pruners():
+            return 5
+
+    class WrongArguments:
+        @staticmethod
+        @hookimpl
+        def lthbench_pruners(extra):
+            return []
+
+    class UnknownHook:
+        @staticmethod
+        @hookimpl
+        def lthbench_pruner():
+            return []
+
+    with pytest.raises(PluginError, match="plugin 'Raising' .* raised from its pruner hook: RuntimeError: boom"):
+        build_registry((Raising,))
+    with pytest.raises(PluginError, match="plugin 'NotAList' .* returned 5 from its pruner hook; it must return a list"):
+        build_registry((NotAList,))
+    with pytest.raises(PluginError, match="plugin 'WrongArguments' does not match lthbench's hooks"):
+        build_registry((WrongArguments,))
+    with pytest.raises(PluginError, match="plugin 'UnknownHook' .* implements a hook lthbench does not have"):
+        build_registry((UnknownHook,))
+
+
 def test_every_hook_is_typed_documented_and_in_the_readme():
     readme = (REPO / "README.md").read_text()
     hooks = [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("lthbench_")]
