@@ -237,8 +237,9 @@ def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
     settings = _benchmark_settings(raw, src)
     defaults = _require_table(raw.get("defaults", {}), "defaults", src)
     _check_keys(defaults, CELL_KEYS, "defaults", src)
-    for key in ("training", "schedule"):
-        _require_table(defaults.get(key, {}), f"defaults.{key}", src)
+    for key, settings_class in (("training", Training), ("schedule", Schedule)):
+        table = _require_table(defaults.get(key, {}), f"defaults.{key}", src)
+        _check_keys(table, {f.name for f in dataclasses.fields(settings_class)}, f"defaults.{key}", src)
     experiments = raw.get("experiment")
     if not isinstance(experiments, list) or not experiments:
         raise src.error("experiment", "no [[experiment]] table; declare at least one experiment")

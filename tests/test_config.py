@@ -133,6 +133,8 @@ MALFORMED = [
     ("unknown dataset", replace('dataset = "mnist"', 'dataset = "mnits"'),
      ["dataset", "unknown dataset 'mnits'", "did you mean 'mnist'"]),
     ("negative rate", replace("rate = 0.2", "rate = -0.1"), ["schedule", "rate = -0.1 is not allowed", "(0, 1)"]),
+    ("typo in the defaults", replace("lr = 1.2e-3", "lr = 1.2e-3\noptimiser = 'sgd'"),
+     ["defaults.training.optimiser", "did you mean 'optimizer'"]),
     ("infinite lr", replace("lr = 1.2e-3", "lr = inf"), ["training", "lr = inf is not allowed", "positive number"]),
     ("validation as large as the subset", replace("iterations = 100", "iterations = 100\ntrain_subset = 500\n"
                                                   "validation_size = 500"),
