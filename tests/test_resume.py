@@ -143,15 +143,30 @@ def _lthbench(path, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
 
 
-def _kill_when(process, condition, timeout=60.0):
-    """SIGKILL ``process`` as soon as ``condition()`` holds (or when it ends by itself)."""
+def _kill_when(process, condition, timeout=60.0, signal_number=signal.SIGKILL):
+    """Send ``signal_number`` to ``process`` as soon as ``condition()`` holds (or when it ends by itself)."""
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         if condition():
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(signal_number)
             break
         time.sleep(0.005)
     process.wait()
+
+
+@pytest.mark.parametrize("workers", [[], ["--jobs", "2"]], ids=["in-process", "two-worker-processes"])
+def test_ctrl_c_stops_with_exit_130_keeping_the_checkpoint_and_leaving_no_lock(tmp_path, data_root, monkeypatch,
+                                                                                workers):
+    monkeypatch.setenv("LTHBENCH_DATA", str(data_root))
+    path = write_matrix(tmp_path, iterations=2000)
+    out = tmp_path / "out"
+    process = _lthbench(path, "--checkpoint-every", "20", "--quiet", *workers)
+    _kill_when(process, lambda: any(out.glob("runs/*/checkpoint.pt")), signal_number=signal.SIGINT)
+    output = process.stdout.read().decode()
+    assert process.returncode == 130, output
+    assert "continue with: lthbench run" in output and "Traceback" not in output
+    assert list(out.glob("runs/*/checkpoint.pt")) and not list(out.glob("runs/*/record.json"))
+    assert not list(out.glob("runs/*/lock"))
 
 
 def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(tmp_path, registry, data_root,
