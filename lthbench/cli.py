@@ -96,7 +96,7 @@ def _data(args: argparse.Namespace, benchmark, registry) -> Path:
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     """Print the expanded matrix, the number of runs and of training iterations."""
-    from lthbench.plan import plan_runs
+    from lthbench.plan import plan_runs, stated_start_iteration
 
     registry, benchmark = _load(args)
     root = _data(args, benchmark, registry)
@@ -111,7 +111,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     runs = list({run.run_id: run for run in plan_runs(benchmark)}.values())
     by_iterations = [r for r in runs if not r.cell.training.epochs]
-    iterations = sum(r.cell.training.iterations for r in by_iterations)
+    iterations = sum(r.cell.training.iterations - stated_start_iteration(r) for r in by_iterations)
     console.print(f"{len(runs)} training runs, {iterations:,} training iterations", highlight=False)
     if len(by_iterations) < len(runs):
         epochs = sum(r.cell.training.epochs for r in runs if r.cell.training.epochs)

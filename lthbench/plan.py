@@ -110,6 +110,16 @@ def chain_runs(cell: Cell, seed: int) -> list[RunSpec]:
     return runs
 
 
+def stated_start_iteration(run: RunSpec) -> int:
+    """The iteration a run starts training at, where its initializer states it in iterations (``iteration = k``).
+
+    Rewinding by epochs depends on the data set's size, so such runs (and
+    every other run) count from 0 here.
+    """
+    k = getattr(run.initializer.params, "iteration", None) if run.initializer else None
+    return k if isinstance(k, int) and k > 0 else 0
+
+
 def plan_runs(benchmark: Benchmark) -> list[RunSpec]:
     """Every run of the matrix, chain by chain (cells in file order, then seeds)."""
     return [run for cell in benchmark.cells for seed in benchmark.seeds for run in chain_runs(cell, seed)]

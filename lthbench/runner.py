@@ -27,7 +27,7 @@ from lthbench import locks
 from lthbench.execution import FINISHED, Outcome, failure_record
 from lthbench.executor import Executor, Group, InProcessExecutor
 from lthbench.lottery import Workspace, batch_key, device_label, library_versions
-from lthbench.plan import RunSpec, plan_runs
+from lthbench.plan import RunSpec, plan_runs, stated_start_iteration
 from lthbench.progress import Display, describe, make_display
 from lthbench.settings import Benchmark
 from lthbench.store import Store, load_state
@@ -320,4 +320,4 @@ def iterations_left(run: RunSpec, store: Store) -> int | None:
         total = round(training.epochs * per_epoch)
     else:
         total = training.iterations
-    return max(0, total - checkpoint_iteration(store, run.run_id))
+    return max(0, total - max(checkpoint_iteration(store, run.run_id), stated_start_iteration(run)))

@@ -209,6 +209,10 @@ def test_validate_prints_the_matrix(tmp_path, data_root):
     assert "layerwise_magnitude" in out.stdout and "original, reinit" in out.stdout
     # 2 seeds x (1 dense + 2 rounds x 2 initializers) runs of 100 iterations
     assert "10 training runs, 1,000 training iterations" in out.stdout
+    path.write_text(replace('["original", "reinit"]', '["original", { name = "rewind", iteration = 30 }]'))
+    out = subprocess.run([sys.executable, "-m", "lthbench.cli", "validate", str(path), "--data-root", str(data_root)],
+                         capture_output=True, text=True)
+    assert "10 training runs, 880 training iterations" in out.stdout  # rewound runs train from iteration 30
 
 
 def test_run_refuses_an_unknown_device_and_an_output_folder_it_cannot_create(tmp_path, data_root, capsys):

@@ -173,6 +173,13 @@ def test_status_counts_running_runs_and_iterations_left_from_checkpoints(tmp_pat
     assert statuses(plan_runs(bench), store)[dense.run_id] == "pending"  # a dead holder runs nothing
 
 
+def test_a_rewound_run_has_only_the_iterations_after_its_rewind_point_left(tmp_path, registry):
+    path = tiny_matrix.write_matrix(tmp_path, iterations=40, initializer='{ name = "rewind", iteration = 30 }')
+    store = Store(tmp_path / "out")
+    dense, rewound, _ = plan_runs(load_benchmark(path, registry))
+    assert (iterations_left(dense, store), iterations_left(rewound, store)) == (40, 10)
+
+
 def test_failures_stay_in_their_chain_across_worker_processes(tmp_path, registry, data_root, failing_plugins,
                                                               one_thread):
     reference_dir = tmp_path / "reference"
