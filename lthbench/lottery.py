@@ -112,12 +112,33 @@ def _initial_state(spec: RunSpec, network: Network, arch: Any, data: DeviceData,
     context = InitContext(
         network=network, architecture=arch,
         initial_state=load_tensors(ws.store.tensors_path(dense, "init")),
-        rewind_state=lambda k: load_tensors(ws.store.tensors_path(dense, f"rewind_{k}")),
+        rewind_state=lambda k: _rewind_state(spec, k, data, ws),
         iterations_per_epoch=data.iterations_per_epoch(spec.cell.training.batch_size),
         generator=seeded_generator("reinit", spec.seed, spec.round, spec.initializer.label),
         seed=spec.seed, round=spec.round,
     )
     return initializer.initialize(context, spec.initializer.params)
+
+
+def _rewind_state(spec: RunSpec, k: int, data: DeviceData, ws: Workspace) -> dict[str, torch.Tensor]:
+    """θ_k of the chain's dense run: saved while it trained, else recomputed and saved now.
+
+    A rewinding point added to a cell after its dense run finished is
+    recomputed by training θ₀ for ``k`` iterations with the dense run's
+    settings, data order and learning rates: on a CPU that is bit for bit
+    the state the dense run passed through (on a GPU, to rounding).
+    """
+    path = ws.store.tensors_path(spec.dense_id, f"rewind_{k}")
+    if path.exists():
+        return load_tensors(path)
+    network, _ = _build(spec, ws)
+    network.module.load_state_dict(load_tensors(ws.store.tensors_path(spec.dense_id, "init")))
+    masks = {name: m.to(ws.device) for name, m in full_masks(network).items()}
+    state: dict[str, torch.Tensor] = {}
+    train(network.module, masks, data, spec.cell.training, save_at=lambda i: i == k, stop_at=k,
+          on_save=lambda i, module: state.update({n: t.detach().clone() for n, t in module.state_dict().items()}))
+    save_tensors(path, state)
+    return load_tensors(path)
 
 
 def _rewind_points(spec: RunSpec, data: DeviceData, ws: Workspace) -> set[int]:
@@ -162,7 +183,9 @@ def prepare_run(spec: RunSpec, ws: Workspace, data: DeviceData | None = None) ->
     """Build, initialise and prune the run's network, up to the point where training starts.
 
     A dense run draws θ₀ and saves it; a later round prunes its mask from the
-    mask parent and resets the survivors with its initializer. ``data``
+    mask parent and resets the survivors with its initializer (a rewinding
+    run whose θ_k the dense run did not save, because the rewinding point was
+    added later, recomputes it from θ₀ first). ``data``
     (default: loaded here) lets runs of one seed share one copy.
     """
     data = data if data is not None else load_data(spec, ws)

@@ -7,10 +7,9 @@ mask-source initializer (the dense run for round 1), in one-shot mode always
 the dense run. A run's id hashes everything that determines its result, and
 the id of the run its mask comes from, so the whole lineage is in the id.
 Display names (the experiment's name), the number of rounds and the other
-initializers of the cell are not part of it: adding rounds, seeds or a
-control reuses the finished runs. The dense run's id does include the
-rewinding points of its cell, because it saves θ_k at each of them: adding a
-rewinding initializer at a new iteration trains the chain again.
+initializers of the cell are not part of it: adding rounds, seeds, a control
+or a rewinding point reuses the finished runs (θ_k of a rewinding point added
+later is recomputed from θ₀ by :func:`lthbench.lottery.prepare_run`).
 """
 
 from __future__ import annotations
@@ -77,16 +76,12 @@ def _run_key(cell: Cell, seed: int, round_: int, ref: PluginRef, parent: str, de
 
 
 def _dense_key(cell: Cell, seed: int) -> dict:
-    rewinds = sorted(
-        (ref.key() for ref in cell.initializers if ref.name == "rewind"), key=lambda k: str(k)
-    )
     return {
         "round": 0,
         "seed": seed,
         "architecture": cell.architecture.key(),
         "dataset": cell.dataset.key(),
         "training": dataclasses.asdict(cell.training),
-        "rewinds": rewinds,
     }
 
 

@@ -173,6 +173,7 @@ def train(
     save_at: Callable[[int], bool] = lambda iteration: False,
     on_save: Callable[[int, nn.Module], None] = lambda iteration, model: None,
     hooks: TrainingHooks | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place from ``start_iteration`` to the configured length.
 
@@ -186,6 +187,11 @@ def train(
     progress and log lines; with a checkpointer, training resumes from its
     checkpoint and saves one every ``every`` iterations. A resumed run gives
     the same numbers as an uninterrupted one.
+
+    ``stop_at`` ends training before iteration ``stop_at`` (``on_save`` is
+    still called there); learning rates and data order stay those of the
+    full training, so the model is the full run's state after ``stop_at``
+    iterations.
     """
     hooks = hooks or TrainingHooks()
     device = data.train_images.device
@@ -212,7 +218,8 @@ def train(
     started = time.perf_counter()
     model.train()
     order, order_epoch = None, -1
-    for iteration in range(first, total):
+    end = total if stop_at is None else min(stop_at, total)
+    for iteration in range(first, end):
         if save_at(iteration):
             on_save(iteration, model)
         epoch, step = divmod(iteration, per_epoch)
@@ -252,6 +259,6 @@ def train(
                 "optimizer": optimizer.state_dict(), "curves": vars(curves), "loss_sum": loss_sum,
                 "losses_since_eval": losses_since_eval, "elapsed": elapsed + time.perf_counter() - started,
             })
-    if save_at(total):
-        on_save(total, model)
+    if save_at(end):
+        on_save(end, model)
     return TrainResult(curves, diverged, total, elapsed + time.perf_counter() - started)

@@ -83,6 +83,8 @@ def test_adding_a_control_or_naming_the_default_mask_source_keeps_the_finished_r
     ticket_only = ids(replace('initializer = ["original", "reinit"]', 'initializer = "original"'))
     with_reinit = ids(VALID)
     assert ticket_only.items() < with_reinit.items()  # the dense and ticket runs keep their ids
+    with_rewind = ids(replace('["original", "reinit"]', '["original", "reinit", { name = "rewind", iteration = 20 }]'))
+    assert with_reinit.items() < with_rewind.items()  # a rewinding point keeps even the dense run
     assert ids(replace("rate = 0.2", 'rate = 0.2\nmask_source = "original"')) == with_reinit
     by_reinit = ids(replace("rate = 0.2", 'rate = 0.2\nmask_source = "reinit"'))
     assert by_reinit[(0, 0, "dense")] == with_reinit[(0, 0, "dense")]

@@ -15,6 +15,7 @@ from lthbench.plan import plan_runs
 from lthbench.protocols import InitContext
 from lthbench.runner import run_matrix
 from lthbench.store import Store, load_tensors
+from test_resume import comparable_records
 from tiny_matrix import THREE_INITIALIZERS, write_matrix
 
 
@@ -245,3 +246,24 @@ def test_a_rewind_point_after_the_end_of_training_fails_the_dense_run_with_a_cle
     dense = plan_runs(bench)[0]
     error = ws.store.record(dense.run_id)["error"]
     assert "rewind(epoch=50.0) rewinds to iteration 1500, but the dense run trains for 60 iterations" in error
+
+
+def test_a_rewinding_point_added_later_reuses_the_dense_run_and_recomputes_its_state_bit_for_bit(
+        tmp_path, registry, data_root, one_thread):
+    rewind = '["original", { name = "rewind", iteration = 20 }]'
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    bench, ws, counts = run(write_matrix(tmp_path / "a", initializer=rewind), registry, data_root)
+    assert counts == {"done": 5}
+    later = write_matrix(tmp_path / "b", initializer='"original"')
+    assert run(later, registry, data_root)[2] == {"done": 3}
+    later.write_text(later.read_text().replace('initializer = "original"', f"initializer = {rewind}"))
+    bench_b, ws_b, counts_b = run(later, registry, data_root)
+    assert counts_b == {"done": 5}
+    dense = plan_runs(bench_b)[0]
+    assert ws_b.store.log_path(dense.run_id).read_text().count(" started ") == 1  # not trained again
+    # the same numbers; only the records written before the change name the cell by its former id
+    without_cell = lambda output: {k: {**r, "cell_id": None} for k, r in comparable_records(output).items()}
+    assert without_cell(tmp_path / "b" / "out") == without_cell(tmp_path / "a" / "out")
+    saved, recomputed = (load_tensors(w.store.tensors_path(dense.run_id, "rewind_20")) for w in (ws, ws_b))
+    assert saved.keys() == recomputed.keys() and all(torch.equal(saved[k], recomputed[k]) for k in saved)
