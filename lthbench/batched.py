@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lthbench.checkpoint import Checkpointer
 from lthbench.data import DeviceData
 from lthbench.settings import Training
 from lthbench.stacking import EVAL_BATCH, StackedModels, evaluate_stack, per_model_losses
@@ -48,13 +49,18 @@ MEMORY_FRACTION = 0.5
 
 def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.Tensor]],
                   datas: Sequence[DeviceData], training: Training, start_iteration: int = 0,
-                  on_progress: Callable[[int, int], None] = lambda done, total: None) -> list[TrainResult]:
+                  on_progress: Callable[[int, int], None] = lambda done, total: None,
+                  checkpointer: Checkpointer | None = None,
+                  log: Callable[[str], None] = lambda line: None) -> list[TrainResult]:
     """Train K modules together; the same results, per model, as :func:`lthbench.trainer.train` on each.
 
     All modules share ``training`` and ``start_iteration``. When every model
     uses the same :class:`DeviceData` (the controls of one level: same seed),
     one batch feeds all models; otherwise each draws from its own data.
-    ``on_progress(done, total)`` is called after every iteration.
+    ``on_progress(done, total)`` is called after every iteration. With a
+    ``checkpointer``, training resumes from its checkpoint (one for the
+    whole stack) and saves one every ``checkpointer.every`` iterations; a
+    resumed stack gives the same numbers as an uninterrupted one.
     """
     shared = all(d is datas[0] for d in datas)
     data0 = datas[0]
@@ -67,9 +73,23 @@ def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.
     curves = [Curves() for _ in range(k)]
     loss_sum = torch.zeros(k, device=data0.train_images.device)
     since_eval, diverged = 0, [False] * k
+    first, elapsed = start_iteration, 0.0
+    fingerprint = {"start_iteration": start_iteration, "total": total, "models": k,
+                   "shapes": [[name, list(p.shape)] for name, p in stack.params.items()]}
+    saved = checkpointer.load(fingerprint) if checkpointer else None
+    if saved is not None:
+        with torch.no_grad():
+            for name, tensor in saved["params"].items():
+                stack.params[name].copy_(tensor)
+        optimizer.load_state_dict(saved["optimizer"])
+        curves = [Curves(**c) for c in saved["curves"]]
+        loss_sum = saved["loss_sum"].to(loss_sum.device)
+        since_eval, diverged = saved["since_eval"], list(saved["diverged"])
+        first, elapsed = saved["iteration"], saved["elapsed"]
+        log(f"resumed the batched group of {k} runs from its checkpoint at iteration {first}")
     orders, order_epoch = None, -1
     started = time.perf_counter()
-    for iteration in range(start_iteration, total):
+    for iteration in range(first, total):
         epoch, step = divmod(iteration, per_epoch)
         if epoch != order_epoch:
             orders = [d.epoch_order(epoch) for d in (datas[:1] if shared else datas)]
@@ -110,8 +130,14 @@ def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.
             if all(diverged):
                 break
         on_progress(done, total)
+        if checkpointer and checkpointer.due(done, total):
+            checkpointer.save({
+                "fingerprint": fingerprint, "iteration": done, "params": dict(stack.params),
+                "optimizer": optimizer.state_dict(), "curves": [vars(c) for c in curves], "loss_sum": loss_sum,
+                "since_eval": since_eval, "diverged": diverged, "elapsed": elapsed + time.perf_counter() - started,
+            })
     stack.unstack_into(modules)
-    wall = (time.perf_counter() - started) / k
+    wall = (elapsed + time.perf_counter() - started) / k
     return [TrainResult(curves[i], diverged[i], total, wall) for i in range(k)]
 
 

@@ -177,7 +177,7 @@ def _run_log(spec: RunSpec, ws: Workspace) -> Iterator[Callable[[str], None]]:
 def _store(spec: RunSpec, ws: Workspace, record: dict[str, Any], log: Callable[[str], None]) -> Outcome:
     """Write the run's record, drop its checkpoint and tell the observers."""
     ws.store.write_record(spec.run_id, record)
-    ws.store.checkpoint_path(spec.run_id).unlink(missing_ok=True)
+    ws.store.remove_checkpoints(spec.run_id)
     log(f"finished: {record['status']}")
     try:
         ws.registry.run_finished(run_description(spec), record)
@@ -213,8 +213,9 @@ def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int
     locked and checked one by one as :func:`perform` does; those this
     process may train go to :func:`~lthbench.lottery.execute_group`, and
     each gets its own record and log, as if it had trained alone. A group
-    takes no checkpoints: one killed mid-training starts from scratch next
-    time (groups hold small networks, whose runs are short). When the group
+    keeps one checkpoint for all its runs (see
+    :func:`~lthbench.lottery.execute_group`); the same runs grouped again
+    resume from it, otherwise they start over. When the group
     raises, its runs are trained again one by one, with checkpoints, so that
     an error fails only the run that causes it (observers then hear of their
     start twice).
@@ -241,8 +242,12 @@ def _train_group(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
                  report: Callable[[Progress], None]) -> list[Outcome]:
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(_run_log(spec, ws)) for spec in specs]
-        for log in logs:
-            log(f"started on {ws.device} by process {os.getpid()} in a batched group of {len(specs)} runs")
+
+        def log_all(line: str) -> None:
+            for log in logs:
+                log(line)
+
+        log_all(f"started on {ws.device} by process {os.getpid()} in a batched group of {len(specs)} runs")
         reporters = [_throttled(spec, report) for spec in specs]
 
         def on_progress(done: int, total: int) -> None:
@@ -252,7 +257,7 @@ def _train_group(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
         try:
             for spec in specs:
                 ws.registry.run_started(run_description(spec))
-            records = execute_group(specs, ws, on_progress)
+            records = execute_group(specs, ws, on_progress, checkpoint_every, log_all)
         except Exception as error:  # whatever failed, training alone shows which run it belongs to
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 _free_cuda_memory()

@@ -13,7 +13,7 @@ import torch
 
 import lthbench
 from lthbench.batched import train_batched, trials_that_fit_device
-from lthbench.checkpoint import TrainingHooks
+from lthbench.checkpoint import Checkpointer, TrainingHooks
 from lthbench.data import DeviceData, prepare, seeded_generator
 from lthbench.masks import count_remaining, full_masks, weights_remaining
 from lthbench.plan import RunSpec
@@ -245,16 +245,20 @@ def batch_key(spec: RunSpec, ws: Workspace) -> str | None:
 
 
 def execute_group(specs: Sequence[RunSpec], ws: Workspace,
-                  on_progress: Callable[[int, int], None] = lambda done, total: None) -> list[dict[str, Any]]:
+                  on_progress: Callable[[int, int], None] = lambda done, total: None,
+                  checkpoint_every: int = 0, log: Callable[[str], None] = lambda line: None) -> list[dict[str, Any]]:
     """Train runs of one :func:`batch_key` together and return their records, in the order of ``specs``.
 
     Each run is prepared as :func:`execute` prepares it (runs of one seed
     share their data), then the runs train stacked with
     :func:`lthbench.batched.train_batched`: one call per first iteration
     (rewinding starts later), split further when a GPU's memory budget holds
-    fewer models. Nothing is checkpointed. Any exception propagates; the
-    caller decides what becomes of the group's runs. ``on_progress(done,
-    total)`` reports the iterations of the training call under way.
+    fewer models. Each call keeps one checkpoint for its stack every
+    ``checkpoint_every`` iterations (0: none), named by its runs, so the same
+    runs stacked again resume from it. Any exception propagates; the caller
+    decides what becomes of the group's runs. ``on_progress(done, total)``
+    reports the iterations of the training call under way; ``log`` gets lines
+    for every run's log.
     """
     keys = {_training_key(spec) for spec in specs}
     if None in keys or len(keys) != 1:
@@ -276,8 +280,11 @@ def execute_group(specs: Sequence[RunSpec], ws: Workspace,
         size = trials_that_fit_device(runs[0].network.module, runs[0].data, training)
         for first in range(0, len(runs), size):
             chunk = runs[first:first + size]
+            path = ws.store.group_checkpoint_path([r.spec.run_id for r in chunk])
+            checkpointer = Checkpointer(path, checkpoint_every)
             trained = train_batched([r.network.module for r in chunk], [r.masks for r in chunk],
-                                    [r.data for r in chunk], training, start, on_progress)
+                                    [r.data for r in chunk], training, start, on_progress, checkpointer, log)
+            checkpointer.remove()
             results.update((r.spec.run_id, result) for r, result in zip(chunk, trained))
     return [finish_run(run, results[run.spec.run_id], ws) for run in prepared]
 

@@ -6,6 +6,7 @@ Layout of an output folder::
     runs/<run_id>/record.json   one record per finished (or failed) training run
     runs/<run_id>/*.pt          tensors the run produced: θ₀, θ_k, its mask, its trained weights
     runs/<run_id>/checkpoint.pt training state of an unfinished run (removed with the record's writing)
+    runs/<run_id>/group-<h>.pt  training state of unfinished runs that train together, this one first
     runs/<run_id>/lock          the process working on the run (see lthbench.locks)
     runs/<run_id>/log.txt       the run's evaluation lines, one per evaluation
 
@@ -122,9 +123,9 @@ class Store:
         (self.run_dir(run_id) / "record.json").unlink(missing_ok=True)
 
     def unreadable_tensors(self, run_id: str) -> list[Path]:
-        """The tensor files of a run that do not load (its checkpoint aside)."""
+        """The tensor files of a run that do not load (checkpoints aside)."""
         return [p for p in sorted(self.run_dir(run_id).glob("*.pt")) if p != self.checkpoint_path(run_id)
-                and not readable(p)]
+                and not p.name.startswith("group-") and not readable(p)]
 
     def remove_temporary_files(self, run_id: str) -> None:
         """Delete half-written temporary files a crashed writer left in a run's folder."""
@@ -136,12 +137,22 @@ class Store:
 
         Only for a recorded run whose lock no live process holds.
         """
-        self.checkpoint_path(run_id).unlink(missing_ok=True)
+        self.remove_checkpoints(run_id)
         self.remove_temporary_files(run_id)
 
     def checkpoint_path(self, run_id: str) -> Path:
         """Where an unfinished run keeps its training state."""
         return self.run_dir(run_id) / "checkpoint.pt"
+
+    def group_checkpoint_path(self, run_ids: list[str]) -> Path:
+        """Where runs that train together keep their state: in the first run's folder, named by all of them."""
+        return self.run_dir(run_ids[0]) / f"group-{content_hash(run_ids)}.pt"
+
+    def remove_checkpoints(self, run_id: str) -> None:
+        """Delete a run's checkpoint and the group checkpoints kept in its folder (the run is recorded)."""
+        self.checkpoint_path(run_id).unlink(missing_ok=True)
+        for path in self.run_dir(run_id).glob("group-*.pt"):
+            path.unlink(missing_ok=True)
 
     def lock_path(self, run_id: str) -> Path:
         """The lock file of a run being worked on."""

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from lthbench.batched import train_batched
+from lthbench.checkpoint import Checkpointer
 from lthbench.stacking import can_batch
+from lthbench.store import load_state
 from lthbench.settings import Training
 from lthbench.trainer import train
 from test_training import half_masks, synthetic_data
@@ -65,6 +67,34 @@ def test_convolutions_with_one_batch_per_model_agree_to_rounding(settings):
             torch.testing.assert_close(getattr(got, key), getattr(want, key), rtol=1e-5, atol=1e-6)
         for a, b in zip(batched_params, single_params):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_stack_resumes_from_its_checkpoint_to_the_same_numbers(tmp_path):
+    training = Training(batch_size=20, iterations=60, eval_every=20, validation_size=1, augment=True,
+                        optimizer="adam", lr=1e-2)
+    datas = [synthetic_data(seed=s, augment=True) for s in range(3)]
+    masks = [half_masks(m) for m in nets(3)]
+    expected = train_batched(reference := nets(3), masks, datas, training)
+
+    def stop_at_30(done, total):
+        if done == 30:
+            raise Interrupt
+
+    checkpointer = Checkpointer(tmp_path / "group.pt", 20)
+    with pytest.raises(Interrupt):
+        train_batched(nets(3), masks, datas, training, on_progress=stop_at_30, checkpointer=checkpointer)
+    assert load_state(tmp_path / "group.pt")["iteration"] == 20
+    lines = []
+    resumed = train_batched(models := nets(3), masks, datas, training, checkpointer=checkpointer, log=lines.append)
+    assert lines == ["resumed the batched group of 3 runs from its checkpoint at iteration 20"]
+    for got, want in zip(resumed, expected):
+        assert vars(got.curves) == vars(want.curves) and got.diverged == want.diverged
+    for model, ref in zip(models, reference):
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters()))
 
 
 def test_batch_norm_networks_are_not_batched():

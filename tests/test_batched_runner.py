@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 
 import pytest
 import torch
@@ -17,10 +18,9 @@ from lthbench.protocols import Initializer
 from lthbench.registry import build_registry
 from lthbench.runner import Grouper, run_matrix
 from lthbench.store import Store, load_tensors
-from test_resume import comparable_records
+from test_resume import _kill_when, _lthbench, comparable_records
 from test_training import synthetic_data
 import tiny_matrix
-
 
 
 def write_matrix(folder, initializers=tiny_matrix.THREE_INITIALIZERS, schedule=""):
@@ -64,6 +64,28 @@ def test_batched_groups_record_what_single_runs_record_bit_for_bit(matrix, data_
             tensors, expected = (load_tensors(o / "runs" / run_id / name) for o in (out, single))
             assert tensors.keys() == expected.keys()
             assert all(torch.equal(tensors[key], expected[key]) for key in expected)
+
+
+def test_a_group_killed_mid_training_resumes_from_its_checkpoint(tmp_path, registry, data_root, one_thread,
+                                                                  monkeypatch):
+    monkeypatch.setenv("LTHBENCH_DATA", str(data_root))
+    (tmp_path / "reference").mkdir()
+    matrix = dict(seeds=(0, 1), initializer='["original", "reinit"]', rounds=1, iterations=200)
+    bench = load_benchmark(tiny_matrix.write_matrix(tmp_path / "reference", **matrix), registry)
+    run_matrix(bench, Workspace(registry, Store(bench.output), data_root, False, torch.device("cpu")),
+               checkpoint_every=0)  # one run at a time
+    path = tiny_matrix.write_matrix(tmp_path, **matrix)
+    out = tmp_path / "out"
+    args = ("--batch-trials", "4", "--checkpoint-every", "20", "--quiet")
+    killed = _lthbench(path, *args)
+    _kill_when(killed, lambda: any(out.glob("runs/*/group-*.pt")))
+    assert killed.returncode == -signal.SIGKILL  # killed while the group trained
+    final = _lthbench(path, *args)
+    assert final.wait() == 0, final.stdout.read().decode()
+    logs = "".join(p.read_text() for p in out.glob("runs/*/log.txt"))
+    assert "resumed the batched group of 4 runs from its checkpoint at iteration" in logs
+    assert comparable_records(out) == comparable_records(tmp_path / "reference" / "out")
+    assert not list(out.glob("runs/*/group-*.pt")) and not list(out.glob("runs/*/checkpoint.pt"))
 
 
 def test_groups_hold_runs_of_one_batch_key_lower_rounds_first(tmp_path, registry):
