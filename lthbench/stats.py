@@ -23,6 +23,11 @@ Verdicts, in the paper's terms:
   ("matches"), so with few seeds the verdict says little: read it with the
   interval's width.
 
+Each comparison also gets a paired t-test over the seeds both groups have
+(``paired_p``, unadjusted): the groups of one seed share θ₀'s seed and the
+data order, so pairing is the more powerful test. It is reported beside
+Welch's test, which the verdicts use.
+
 Two intervals of each difference are reported. The verdict uses Welch's
 t interval (``ci_t_low``/``ci_t_high``, Welch-Satterthwaite degrees of
 freedom), which keeps its 95% coverage with 3 seeds per group when the
@@ -66,7 +71,7 @@ NO_VARIANCE = "no variance in either group"
 STATS_COLUMNS = [
     *CELL_KEYS, "round", "weights_remaining", "metric", "group_a", "group_b", "n_a", "n_b",
     "mean_a", "mean_b", "std_a", "std_b", "diff", "ci_low", "ci_high", "ci_t_low", "ci_t_high", "welch_t", "welch_p",
-    "mannwhitney_u", "mannwhitney_p", "p_holm", "hedges_g", "note",
+    "mannwhitney_u", "mannwhitney_p", "p_holm", "hedges_g", "n_pairs", "paired_p", "note",
 ]
 VERDICT_COLUMNS = [*CELL_KEYS, "round", "weights_remaining", "comparison", "verdict"]
 
@@ -151,6 +156,23 @@ def compare(a: Any, b: Any, seed: int = 0) -> dict[str, Any]:
     return row
 
 
+def paired_t(a: pd.Series, b: pd.Series) -> tuple[int, float]:
+    """Pairs and two-sided paired t-test p of ``a - b`` over the seeds (index) both have; NaN below 3 pairs.
+
+    Ticket, controls and dense network of one seed share θ₀'s seed and the
+    data order, so pairing them by seed removes the seed-to-seed spread that
+    Welch's test has to carry. NaN too when every pair differs by the same
+    amount (no variance).
+    """
+    if a.index.has_duplicates or b.index.has_duplicates:
+        return 0, float("nan")
+    seeds = a.index.intersection(b.index)
+    d = np.asarray(a[seeds], dtype=float) - np.asarray(b[seeds], dtype=float)
+    if len(d) < MIN_SEEDS or np.ptp(d) == 0:
+        return len(d), float("nan")
+    return len(d), float(stats.ttest_rel(a[seeds], b[seeds]).pvalue)
+
+
 def mimicked_pruner(label: str) -> str | None:
     """The pruner label whose per-layer counts a random control copies; None when ``label`` is no random control."""
     match = RANDOM_PRUNER_LABEL.fullmatch(label)
@@ -200,6 +222,8 @@ def comparison_table(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             for metric in METRICS:
                 for name, other in groups:
                     result = compare(ticket[metric].dropna(), other[metric].dropna(), seed)
+                    result["n_pairs"], result["paired_p"] = paired_t(ticket.set_index("seed")[metric].dropna(),
+                                                                     other.set_index("seed")[metric].dropna())
                     rows.append({**where, "metric": metric, "group_a": TICKET, "group_b": name, **result})
     table = pd.DataFrame(rows, columns=STATS_COLUMNS)
     families = table.groupby([*CELL_KEYS, "metric", "group_b"], sort=False, dropna=False)["welch_p"]

@@ -30,7 +30,7 @@ REQUIRED_CSV = [
 ]
 REQUIRED_STATS_CSV = [
     "experiment", "pruner", "weights_remaining", "metric", "group_a", "group_b", "n_a", "n_b", "mean_a", "mean_b",
-    "diff", "ci_low", "ci_high", "ci_t_low", "ci_t_high", "welch_p", "mannwhitney_p", "p_holm", "hedges_g",
+    "diff", "ci_low", "ci_high", "ci_t_low", "ci_t_high", "paired_p", "welch_p", "mannwhitney_p", "p_holm", "hedges_g",
 ]
 
 

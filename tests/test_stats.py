@@ -22,6 +22,7 @@ from lthbench.stats import (
     hedges_g,
     holm,
     mimicked_pruner,
+    paired_t,
     verdicts,
 )
 
@@ -40,6 +41,27 @@ def test_welch_t_and_p_match_the_hand_formula():
     half_width = scipy_stats.t.ppf(0.975, df) * math.sqrt(se2_a + se2_b)
     assert result["ci_t_low"] == pytest.approx(a.mean() - b.mean() - half_width, rel=1e-10)
     assert result["ci_t_high"] == pytest.approx(a.mean() - b.mean() + half_width, rel=1e-10)
+
+
+def test_paired_t_pairs_by_seed_and_matches_the_hand_formula():
+    ticket = pd.Series([0.91, 0.95, 0.93, 0.97], index=[0, 1, 2, 3])
+    other = pd.Series([0.90, 0.92, 0.93], index=[2, 0, 1])  # seed 3 has no partner
+    d = np.array([0.91 - 0.92, 0.95 - 0.93, 0.93 - 0.90])  # seeds 0, 1, 2
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+    n, p = paired_t(ticket, other)
+    assert n == 3 and p == pytest.approx(2 * scipy_stats.t.sf(abs(t), 2), rel=1e-10)
+    assert math.isnan(paired_t(ticket[:2], other)[1])  # two pairs are too few
+    assert math.isnan(paired_t(pd.Series([1.5, 2.5, 3.5]), pd.Series([1.0, 2.0, 3.0]))[1])  # one difference
+
+
+def test_the_comparison_table_pairs_every_comparison_by_seed():
+    frame = _frame(ticket=0.975, reinit=0.95, seeds=4)
+    ticket = frame["initializer"] == "original"
+    frame.loc[ticket, ACCURACY] += 0.001 * frame.loc[ticket, "seed"] ** 2  # differences that vary by seed
+    table = comparison_table(frame)
+    assert set(table["n_pairs"]) == {4}
+    accuracy = table[table["metric"] == ACCURACY]
+    assert accuracy["paired_p"].notna().all() and (accuracy["paired_p"] < accuracy["welch_p"]).all()
 
 
 def test_with_three_seeds_the_welch_interval_keeps_its_coverage_and_the_bootstrap_does_not():
