@@ -24,10 +24,14 @@ and ``traceback``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +44,51 @@ def content_hash(key: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then deliver them.
+
+    ``torch.save`` and ``torch.load`` call back into Python to write and
+    read; an exception raised there by a signal handler (Ctrl-C's
+    ``KeyboardInterrupt``, a worker's ``SystemExit`` on SIGTERM) comes out of
+    torch as a ``RuntimeError``, which would record an interrupted run as
+    failed, or discard a good checkpoint as unreadable. Signals can only be
+    held in the main thread; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in held}
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename over ``path`` (signals held)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with signals_held():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _load(path: Path) -> Any:
+    with signals_held():
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -77,7 +113,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load tensors saved by :func:`save_tensors`, safely (``weights_only``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load(path)
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -87,13 +123,13 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: Path) -> dict[str, Any]:
     """Load what :func:`save_state` saved, safely (``weights_only``), tensors on the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load(path)
 
 
 def readable(path: Path) -> bool:
     """Whether a tensor file loads (a crash or a full disk can leave a truncated one)."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        _load(path)
     except Exception:  # torch raises several types for truncated or garbled files
         return False
     return True

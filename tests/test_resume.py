@@ -19,7 +19,7 @@ from lthbench.lottery import Workspace
 from lthbench.plan import plan_runs
 from lthbench.runner import run_matrix
 from lthbench.settings import Training
-from lthbench.store import Store
+from lthbench.store import Store, _atomic_write
 from lthbench.trainer import train
 from test_training import half_masks, small_net, synthetic_data
 import tiny_matrix
@@ -135,6 +135,29 @@ def test_truncated_records_and_tensor_files_are_redone(tmp_path, registry, data_
     assert ws.store.log_path(dense.run_id).read_text().count("started") == 2
     untouched = next(r for r in runs if r.round == 1 and r.initializer.name == "rewind")
     assert ws.store.log_path(untouched.run_id).read_text().count("started") == 1
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_write_is_delivered_once_the_file_is_whole(tmp_path, number):
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)  # what a worker process does on SIGTERM
+
+    previous = signal.signal(signal.SIGTERM, leave) if number == signal.SIGTERM else None
+
+    def write(handle):
+        handle.write(b"first half, ")
+        os.kill(os.getpid(), number)
+        time.sleep(0.05)  # the signal has arrived by now
+        handle.write(b"second half")
+
+    try:
+        with pytest.raises(KeyboardInterrupt if number == signal.SIGINT else SystemExit):
+            _atomic_write(tmp_path / "file", write)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    assert (tmp_path / "file").read_bytes() == b"first half, second half"
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def _lthbench(path, *args):
