@@ -87,6 +87,7 @@ def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.
         since_eval, diverged = saved["since_eval"], list(saved["diverged"])
         first, elapsed = saved["iteration"], saved["elapsed"]
         log(f"resumed the batched group of {k} runs from its checkpoint at iteration {first}")
+    val, test = _split(datas, shared, "val"), _split(datas, shared, "test")  # stacked once, not per evaluation
     orders, order_epoch = None, -1
     started = time.perf_counter()
     for iteration in range(first, total):
@@ -111,8 +112,6 @@ def train_batched(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.
         done = iteration + 1
         if done % training.eval_every == 0 or done == total:
             train_loss = (loss_sum / since_eval).tolist()
-            val = _split(datas, shared, "val")
-            test = _split(datas, shared, "test")
             val_loss, val_acc = (t.tolist() for t in evaluate_stack(stack, *val, data0, shared))
             _, test_acc = (t.tolist() for t in evaluate_stack(stack, *test, data0, shared))
             for i in range(k):

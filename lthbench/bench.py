@@ -124,7 +124,7 @@ def lthbench_loop(registry: Registry, arch_name: str, training: Training, data_r
     """lthbench's own trainer, one model on device-resident data (masks applied every step, as in a pruned run)."""
     data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
     network = _network(registry, arch_name, 0, device)
-    masks = {name: mask.to(device) for name, mask in full_masks(network).items()}
+    masks = full_masks(network)
     clock = _Clock(device, warmup, steps)
     _reset_memory(device)
     train(network.module, masks, data, clock.training(training),
@@ -142,7 +142,7 @@ def batched_loop(registry: Registry, arch_name: str, training: Training, data_ro
     if not can_batch(networks[0].module):
         return None
     data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
-    masks = [{name: mask.to(device) for name, mask in full_masks(n).items()} for n in networks]
+    masks = [full_masks(n) for n in networks]
     clock = _Clock(device, warmup, steps)
     _reset_memory(device)
     train_batched([n.module for n in networks], masks, [data] * trials, clock.training(training),

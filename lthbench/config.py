@@ -218,10 +218,9 @@ def _experiment_cells(
     ):
         training = build_dataclass(Training, overrides, f"{where}.training", src)
         for i, ref in enumerate(initializers):
-            iteration = getattr(ref.params, "iteration", None)
-            if not training.epochs and isinstance(iteration, int) and iteration > training.iterations:
-                raise src.error(f"{where}.initializer[{i}]", f"{ref.label} rewinds to iteration {iteration}, after "
-                                f"the end of training (iterations = {training.iterations})")
+            if not training.epochs and ref.stated_iteration > training.iterations:
+                raise src.error(f"{where}.initializer[{i}]", f"{ref.label} rewinds to iteration "
+                                f"{ref.stated_iteration}, after the end of training (iterations = {training.iterations})")
         cells.append(Cell(name, arch, data, pruner, initializers, schedule, training, overrides))
     return cells
 

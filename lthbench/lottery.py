@@ -107,12 +107,12 @@ def next_masks(spec: RunSpec, network: Network, ws: Workspace) -> dict[str, torc
 
 
 def _initial_state(spec: RunSpec, network: Network, arch: Any, data: DeviceData, ws: Workspace) -> Any:
-    dense = spec.dense_id
     initializer = ws.registry.initializer(spec.initializer.name)
+    initial_state = load_tensors(ws.store.tensors_path(spec.dense_id, "init"))
     context = InitContext(
         network=network, architecture=arch,
-        initial_state=load_tensors(ws.store.tensors_path(dense, "init")),
-        rewind_state=lambda k: _rewind_state(spec, k, data, ws),
+        initial_state=initial_state,
+        rewind_state=lambda k: _rewind_state(spec, k, data, ws, initial_state),
         iterations_per_epoch=data.iterations_per_epoch(spec.cell.training.batch_size),
         generator=seeded_generator("reinit", spec.seed, spec.round, spec.initializer.label),
         seed=spec.seed, round=spec.round,
@@ -120,7 +120,8 @@ def _initial_state(spec: RunSpec, network: Network, arch: Any, data: DeviceData,
     return initializer.initialize(context, spec.initializer.params)
 
 
-def _rewind_state(spec: RunSpec, k: int, data: DeviceData, ws: Workspace) -> dict[str, torch.Tensor]:
+def _rewind_state(spec: RunSpec, k: int, data: DeviceData, ws: Workspace,
+                  initial_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """θ_k of the chain's dense run: saved while it trained, else recomputed and saved now.
 
     A rewinding point added to a cell after its dense run finished is
@@ -132,13 +133,12 @@ def _rewind_state(spec: RunSpec, k: int, data: DeviceData, ws: Workspace) -> dic
     if path.exists():
         return load_tensors(path)
     network, _ = _build(spec, ws)
-    network.module.load_state_dict(load_tensors(ws.store.tensors_path(spec.dense_id, "init")))
-    masks = {name: m.to(ws.device) for name, m in full_masks(network).items()}
+    network.module.load_state_dict(initial_state)
     state: dict[str, torch.Tensor] = {}
-    train(network.module, masks, data, spec.cell.training, save_at=lambda i: i == k, stop_at=k,
+    train(network.module, full_masks(network), data, spec.cell.training, save_at=lambda i: i == k, stop_at=k,
           on_save=lambda i, module: state.update({n: t.detach().clone() for n, t in module.state_dict().items()}))
     save_tensors(path, state)
-    return load_tensors(path)
+    return {name: tensor.cpu() for name, tensor in state.items()}
 
 
 def _rewind_points(spec: RunSpec, data: DeviceData, ws: Workspace) -> set[int]:
@@ -193,8 +193,7 @@ def prepare_run(spec: RunSpec, ws: Workspace, data: DeviceData | None = None) ->
     if spec.round == 0:
         arch.initialize(network.module, seeded_generator("init", spec.seed))
         _save(spec, ws, "init", network.module.state_dict())
-        masks = {name: m.to(ws.device) for name, m in full_masks(network).items()}
-        return PreparedRun(spec, network, masks, data, 0, frozenset(_rewind_points(spec, data, ws)))
+        return PreparedRun(spec, network, full_masks(network), data, 0, frozenset(_rewind_points(spec, data, ws)))
     masks = next_masks(spec, network, ws)
     network, arch = _build(spec, ws)  # a fresh module: nothing of the parent's training carries over
     state = _initial_state(spec, network, arch, data, ws)

@@ -111,8 +111,7 @@ def stated_start_iteration(run: RunSpec) -> int:
     Rewinding by epochs depends on the data set's size, so such runs (and
     every other run) count from 0 here.
     """
-    k = getattr(run.initializer.params, "iteration", None) if run.initializer else None
-    return k if isinstance(k, int) and k > 0 else 0
+    return run.initializer.stated_iteration if run.initializer else 0
 
 
 def plan_runs(benchmark: Benchmark) -> list[RunSpec]:

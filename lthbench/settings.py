@@ -118,6 +118,16 @@ class PluginRef:
         ]
         return f"{self.name}({', '.join(changed)})" if changed else self.name
 
+    @property
+    def stated_iteration(self) -> int:
+        """The iteration this plugin's parameters name (``iteration = k``, as a rewinding initializer's do); 0 if none.
+
+        An iteration given in epochs depends on the data set's size and is
+        not known here.
+        """
+        k = getattr(self.params, "iteration", None)
+        return k if isinstance(k, int) and k > 0 else 0
+
 
 @dataclass(frozen=True)
 class Cell:

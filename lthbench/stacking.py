@@ -93,12 +93,13 @@ class SingleStack:
     def __init__(self, module: nn.Module):
         self.module = module
         self.base = copy.deepcopy(module).to("meta")
+        # no stackable module updates its buffers, so their views are taken once
+        self.buffers = {name: b.unsqueeze(0) for name, b in module.named_buffers()}
 
     def forward(self, images: torch.Tensor, shared: bool = True) -> torch.Tensor:
         """Logits ``(1, B, classes)`` of a batch ``(B, ...)``."""
-        params = {name: p.unsqueeze(0) for name, p in self.module.named_parameters()}
-        buffers = {name: b.unsqueeze(0) for name, b in self.module.named_buffers()}
-        return stacked_call(self.base, params, buffers, images, shared=True)
+        params = {name: p.unsqueeze(0) for name, p in self.module.named_parameters()}  # per call, for autograd
+        return stacked_call(self.base, params, self.buffers, images, shared=True)
 
 
 @torch.no_grad()
