@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from lthbench.checkpoint import Checkpointer, TrainingHooks
-from lthbench.data import DeviceData, seeded_generator
+from lthbench.train.checkpoint import Checkpointer, TrainingHooks
+from lthbench.train.data import DeviceData, seeded_generator
 from lthbench.masks import full_masks
 from lthbench.registry import default_registry
-from lthbench.runner import CHECKPOINT_EVERY
-from lthbench.settings import Training
+from lthbench.run.scheduler import CHECKPOINT_EVERY
+from lthbench.config.settings import Training
 from lthbench.store import Store, save_tensors
-from lthbench.trainer import train
+from lthbench.train.loop import train
 
 #: (architecture, input shape, training iterations, checkpoint interval) on the CPU; a GPU runs 10x the iterations.
 CASES = (("lenet_300_100", (1, 28, 28), 600, 100), ("resnet20", (3, 32, 32), 16, 4))

@@ -7,7 +7,7 @@ Layout of an output folder::
     runs/<run_id>/*.pt          tensors the run produced: θ₀, θ_k, its mask, its trained weights
     runs/<run_id>/checkpoint.pt training state of an unfinished run (removed with the record's writing)
     runs/<run_id>/group-<h>.pt  training state of unfinished runs that train together, this one first
-    runs/<run_id>/lock          the process working on the run (see lthbench.locks)
+    runs/<run_id>/lock          the process working on the run (see lthbench.run.locks)
     runs/<run_id>/log.txt       the run's evaluation lines, one per evaluation
 
 A run is done exactly when its ``record.json`` exists and parses. Records are

@@ -43,7 +43,7 @@ REPO = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-import tiny_matrix  # noqa: E402  (needs the tests folder on the path)
+from helpers import tiny_matrix  # noqa: E402  (needs the tests folder on the path)
 
 RUN_IDS = GOLDEN / "run_ids.json"
 STORE = GOLDEN / "store"
@@ -98,10 +98,16 @@ def golden_matrix(folder: Path, output: Path | str) -> Path:
                                     initializer=tiny_matrix.THREE_INITIALIZERS, rounds=2)
 
 
+def unique_runs(runs: list[list[Any]]) -> list[list[Any]]:
+    """``runs`` with each run id once, where it first appears (a dense run shared by cells was listed per cell)."""
+    seen: set[str] = set()
+    return [run for run in runs if not (run[0] in seen or seen.add(run[0]))]
+
+
 def planned(path: Path, registry: Any) -> list[list[Any]]:
     """The runs of a matrix file in plan order, each as ``[run_id, cell_id, seed, round, initializer label]``."""
-    from lthbench.config import load_benchmark
-    from lthbench.plan import plan_runs
+    from lthbench.config.parse import load_benchmark
+    from lthbench.run.plan import plan_runs
 
     return [[r.run_id, r.cell_id, r.seed, r.round, r.initializer_label]
             for r in plan_runs(load_benchmark(path, registry))]

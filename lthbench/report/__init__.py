@@ -1,0 +1,1 @@
+"""Stored records, read into a tidy frame, turned into statistics, figures and a self-contained HTML page."""

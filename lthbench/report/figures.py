@@ -1,0 +1,202 @@
+"""Figures of one matrix cell as inline SVG strings (matplotlib, without pyplot's global state).
+
+Every function takes the cell's rows of the results frame (status ``done``
+only) and, where curves or layers are needed, the stored records by run id.
+The SVG keeps its text as text (``svg.fonttype = "none"``: small files,
+selectable, rendered in the page's font), its ids are salted by the figure's
+name so the output is deterministic, and matplotlib escapes all text it writes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
+
+from lthbench.report.stats import ACCURACY, DENSE, ITERATION, RANDOM_MASK, TICKET
+
+STYLE = {
+    "svg.fonttype": "none",
+    "font.family": "sans-serif",
+    "font.sans-serif": ["Helvetica", "Arial", "DejaVu Sans", "Liberation Sans"],
+    "font.size": 11,
+    "legend.fontsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+}
+WIDTH, HEIGHT = 5.0, 3.3
+CURVE_LEVELS = 3
+MAX_TICKS = 8
+SVG_PREAMBLE = re.compile(r"^.*?(?=<svg\b)|<metadata>.*?</metadata>\s*", re.DOTALL)
+SVG_SIZE = re.compile(r'\s(width|height)="[^"]*"')
+
+
+@dataclass(frozen=True)
+class SvgFigure:
+    """One rendered figure with its caption."""
+
+    name: str
+    caption: str
+    svg: str
+
+
+def to_svg(figure: Figure, name: str) -> str:
+    """Render ``figure``: the ``<svg>`` element only, sized by the page (viewBox kept)."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": name}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    svg = SVG_PREAMBLE.sub("", buffer.getvalue())
+    return SVG_SIZE.sub("", svg, count=2).strip()
+
+
+def _colors(initializers: list[str]) -> dict[str, str]:
+    """A fixed colour per initializer, the ticket first; dense is grey."""
+    ordered = sorted(initializers, key=lambda name: (name != TICKET, initializers.index(name)))
+    palette = matplotlib.colormaps["tab10"].colors
+    return {DENSE: "0.35", **{name: palette[i % len(palette)] for i, name in enumerate(ordered)}}
+
+
+def _percent_axis(axis: Axes, levels: np.ndarray) -> None:
+    """A log x axis of percent weights remaining, decreasing to the right, ticked at the levels."""
+    axis.set_xscale("log")
+    ticks = np.sort(levels)[::-1]
+    ticks = ticks[:: int(np.ceil(len(ticks) / MAX_TICKS))]
+    axis.xaxis.set_major_locator(FixedLocator(ticks))
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+    axis.set_xlim(levels.max() * 1.15, levels.min() / 1.15)
+    axis.set_xlabel("weights remaining (%)")
+
+
+def metric_figure(rows: pd.DataFrame, metric: str, name: str) -> SvgFigure:
+    """Mean over seeds per initializer against percent of weights remaining, min-max band, dense line."""
+    label = {ACCURACY: "test accuracy at early stop (%)", ITERATION: "early-stop iteration"}[metric]
+    scale = 100 if metric == ACCURACY else 1
+    pruned = rows[rows["round"] > 0]
+    dense = rows[rows["initializer"] == DENSE][metric] * scale
+    colors = _colors(list(pruned["initializer"].unique()))
+    figure = Figure(figsize=(WIDTH, HEIGHT))
+    axis = figure.subplots()
+    if not dense.empty:
+        axis.axhline(dense.mean(), color=colors[DENSE], linestyle="--", linewidth=1.2, label="dense (mean)")
+        axis.axhspan(dense.min(), dense.max(), color=colors[DENSE], alpha=0.12, linewidth=0)
+    for initializer, group in pruned.groupby("initializer", sort=False):
+        by_round = group.groupby("round").agg(
+            level=("weights_remaining", "mean"), mean=(metric, "mean"), low=(metric, "min"), high=(metric, "max")
+        )
+        level, color = by_round["level"] * 100, colors[initializer]
+        axis.plot(level, by_round["mean"] * scale, marker="o", markersize=4, color=color, label=initializer)
+        axis.fill_between(level, by_round["low"] * scale, by_round["high"] * scale, color=color, alpha=0.2, linewidth=0)
+    if not pruned.empty:
+        _percent_axis(axis, pruned.groupby("round")["weights_remaining"].mean().to_numpy() * 100)
+    axis.set_ylabel(label)
+    axis.legend(loc="best")
+    what = {ACCURACY: "Test accuracy at the early-stop iteration", ITERATION: "Early-stop iteration"}[metric]
+    caption = (
+        f"{what} against the percentage of weights remaining (log scale, sparser to the right). "
+        "Lines: mean over seeds; bands: minimum to maximum; dashed line and grey band: the dense network."
+    )
+    return SvgFigure(name, caption, to_svg(figure, name))
+
+
+def curves_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str) -> SvgFigure:
+    """Mean test-accuracy curves per initializer at up to three levels, with the dense curve for reference."""
+    rounds = sorted(rows.loc[rows["round"] > 0, "round"].unique())
+    shown = sorted({rounds[int(i)] for i in np.linspace(0, len(rounds) - 1, min(CURVE_LEVELS, len(rounds)))})
+    colors = _colors([n for n in rows["initializer"].unique() if n != DENSE])
+    figure = Figure(figsize=(WIDTH, HEIGHT * 0.9))
+    axes = figure.subplots(1, max(len(shown), 1), sharey=True, squeeze=False)
+    dense = _mean_curves(rows[rows["initializer"] == DENSE], records)
+    for axis, round_ in zip(axes[0], shown):
+        level = rows[rows["round"] == round_]
+        curves = pd.concat([_mean_curves(level, records), dense])
+        for initializer, curve in curves.groupby(level="initializer", sort=False):
+            curve = curve.droplevel("initializer")
+            style = {"linestyle": "--", "linewidth": 1} if initializer == DENSE else {"linewidth": 1.5}
+            axis.plot(curve.index, curve.to_numpy() * 100, color=colors[initializer], label=initializer, **style)
+        axis.set_title(f"{level['weights_remaining'].mean() * 100:.3g}% remaining", fontsize=10)
+        axis.set_xlabel("iteration")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    caption = "Test accuracy during training, mean over seeds, at a few levels of weights remaining; dashed: dense."
+    return SvgFigure(name, caption, to_svg(figure, name))
+
+
+def _mean_curves(rows: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.Series:
+    """Test accuracy by (initializer, iteration), averaged over the seeds that recorded it."""
+    points = [
+        (row.initializer, iteration, accuracy)
+        for row in rows.itertuples()
+        for iteration, accuracy in zip(
+            records.get(row.run_id, {}).get("curves", {}).get("iteration", []),
+            records.get(row.run_id, {}).get("curves", {}).get("test_accuracy", []),
+        )
+    ]
+    frame = pd.DataFrame(points, columns=["initializer", "iteration", "accuracy"])
+    return frame.groupby(["initializer", "iteration"], sort=False)["accuracy"].mean()
+
+
+def layers_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str) -> SvgFigure:
+    """Percent of weights remaining in each prunable layer after every round (mean over seeds)."""
+    ticket = rows[(rows["round"] > 0) & (rows["initializer"] == TICKET)]
+    source = ticket if not ticket.empty else rows[rows["round"] > 0]
+    fractions = pd.DataFrame([
+        {"round": row.round, "layer": layer, "percent": 100 * counts["remaining"] / counts["total"]}
+        for row in source.drop_duplicates(["round", "seed"]).itertuples()
+        for layer, counts in records.get(row.run_id, {}).get("layers", {}).items()
+        if counts.get("total")
+    ], columns=["round", "layer", "percent"])
+    table = fractions.pivot_table(index="layer", columns="round", values="percent", aggfunc="mean", sort=False)
+    figure = Figure(figsize=(WIDTH, HEIGHT))
+    axis = figure.subplots()
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(len(table.columns), 1)))
+    positions = np.arange(len(table.index))
+    for color, round_ in zip(colors, table.columns):
+        overall = source.loc[source["round"] == round_, "weights_remaining"].mean() * 100
+        label = f"round {round_} ({overall:.3g}%)"
+        axis.plot(positions, table[round_], marker="o", markersize=4, color=color, label=label)
+    axis.set_yscale("log")
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.3g}"))
+    # Label minor ticks (e.g. 20, 50) only when the axis spans less than two decades.
+    axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    crowded = len(positions) > 6
+    names = [layer.removesuffix(".weight") for layer in table.index]
+    axis.set_xticks(positions, names, rotation=45 if crowded else 0, ha="right" if crowded else "center")
+    axis.set_xlabel("layer")
+    axis.set_ylabel("weights remaining (%)")
+    axis.legend(loc="best", fontsize=8, ncol=1 + len(table.columns) // 6)
+    caption = "Percentage of weights remaining in each prunable layer after each round (overall in brackets)."
+    return SvgFigure(name, caption, to_svg(figure, name))
+
+
+def figure_set(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str,
+               random_mask: pd.DataFrame | None = None) -> list[SvgFigure]:
+    """All figures of one cell; ``rows`` are its results rows, ``name`` a stable id for the SVG ids.
+
+    ``random_mask`` holds the pruned ticket runs of the cell's random-mask
+    control, if it has one: the metric figures draw them as the series ``random mask``.
+    """
+    done = rows[rows["status"] == "done"]
+    if done[done["round"] > 0].empty:
+        return []
+    series = done
+    if random_mask is not None:
+        series = pd.concat([done, random_mask[random_mask["status"] == "done"].assign(initializer=RANDOM_MASK)])
+    with matplotlib.rc_context(STYLE):
+        return [
+            metric_figure(series, ACCURACY, f"{name}-accuracy"),
+            metric_figure(series, ITERATION, f"{name}-iteration"),
+            curves_figure(done, records, f"{name}-curves"),
+            layers_figure(done, records, f"{name}-layers"),
+        ]

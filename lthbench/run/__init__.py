@@ -1,0 +1,1 @@
+"""Which runs the matrix needs (``plan``), in which order and where they train (``scheduler``, executors, ``worker``)."""

@@ -1,0 +1,119 @@
+"""Expand a benchmark's cells into training runs, each with a content-hashed id and its dependencies.
+
+A chain is one cell and one seed: the dense run (round 0), then for every
+round one run per initializer. Every round's mask is pruned from the trained
+weights of the mask source: in iterative mode the previous round's run of the
+mask-source initializer (the dense run for round 1), in one-shot mode always
+the dense run. A run's id hashes everything that determines its result, and
+the id of the run its mask comes from, so the whole lineage is in the id.
+Display names (the experiment's name), the number of rounds and the other
+initializers of the cell are not part of it: adding rounds, seeds, a control
+or a rewinding point reuses the finished runs (θ_k of a rewinding point added
+later is recomputed from θ₀ by :func:`lthbench.lottery.execute.prepare_run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lthbench.config.settings import Benchmark, Cell, PluginRef
+from lthbench.store import content_hash
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the matrix."""
+
+    run_id: str
+    cell: Cell
+    cell_id: str
+    seed: int
+    round: int
+    #: ``None`` for the dense run.
+    initializer: PluginRef | None
+    dense_id: str
+    #: The run whose trained weights (and mask) this round's mask is pruned from.
+    mask_parent: str | None
+    #: Whether later rounds prune from this run's trained weights.
+    is_mask_source: bool
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Runs that must be finished first."""
+        return tuple(dict.fromkeys(r for r in (self.dense_id, self.mask_parent) if r and r != self.run_id))
+
+    @property
+    def initializer_label(self) -> str:
+        """``dense`` for round 0, else the initializer's label."""
+        return self.initializer.label if self.initializer else "dense"
+
+
+def cell_key(cell: Cell) -> dict:
+    """What determines a cell's results (its name excluded)."""
+    return {
+        "architecture": cell.architecture.key(),
+        "dataset": cell.dataset.key(),
+        "pruner": cell.pruner.key(),
+        "initializers": [ref.key() for ref in cell.initializers],
+        "schedule": {k: v for k, v in dataclasses.asdict(cell.schedule).items() if k != "rounds"},
+        "mask_source": cell.mask_source,
+        "training": dataclasses.asdict(cell.training),
+    }
+
+
+def _run_key(cell: Cell, seed: int, round_: int, ref: PluginRef, parent: str, dense_id: str,
+             is_source: bool) -> dict:
+    """What determines a pruned run's result: its settings, seed, round, initializer and mask lineage.
+
+    Whether it is its chain's mask source is in the key as well (a mask
+    source also saves its trained weights for the next round).
+    """
+    settings = {k: v for k, v in cell_key(cell).items() if k not in ("initializers", "mask_source")}
+    settings["schedule"] = {k: v for k, v in settings["schedule"].items() if k != "mask_source"}
+    return {"settings": settings, "seed": seed, "round": round_, "initializer": ref.key(),
+            "mask_parent": parent, "dense": dense_id, "mask_source": is_source}
+
+
+def _dense_key(cell: Cell, seed: int) -> dict:
+    return {
+        "round": 0,
+        "seed": seed,
+        "architecture": cell.architecture.key(),
+        "dataset": cell.dataset.key(),
+        "training": dataclasses.asdict(cell.training),
+    }
+
+
+def chain_runs(cell: Cell, seed: int) -> list[RunSpec]:
+    """The runs of one chain, dense first, then round by round."""
+    cell_id = content_hash(cell_key(cell))
+    dense_id = content_hash(_dense_key(cell, seed))
+    runs = [RunSpec(dense_id, cell, cell_id, seed, 0, None, dense_id, None, True)]
+    parent = dense_id
+    for round_ in range(1, cell.schedule.rounds + 1):
+        next_parent = parent
+        for ref in cell.initializers:
+            is_source = ref.name == cell.mask_source and cell.schedule.mode == "iterative"
+            run_id = content_hash(_run_key(cell, seed, round_, ref, parent, dense_id, is_source))
+            spec = RunSpec(run_id, cell, cell_id, seed, round_, ref, dense_id, parent, is_source)
+            runs.append(spec)
+            if is_source:
+                next_parent = spec.run_id
+        if cell.schedule.mode == "iterative":
+            parent = next_parent
+    return runs
+
+
+def stated_start_iteration(run: RunSpec) -> int:
+    """The iteration a run starts training at, where its initializer states it in iterations (``iteration = k``).
+
+    Rewinding by epochs depends on the data set's size, so such runs (and
+    every other run) count from 0 here.
+    """
+    return run.initializer.stated_iteration if run.initializer else 0
+
+
+def plan_runs(benchmark: Benchmark) -> list[RunSpec]:
+    """Every run of the matrix, chain by chain (cells in file order, then seeds)."""
+    return [run for cell in benchmark.cells for seed in benchmark.seeds for run in chain_runs(cell, seed)]

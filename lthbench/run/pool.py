@@ -1,0 +1,181 @@
+"""Worker processes on this machine: one or more per GPU, or several on the CPU.
+
+Each worker is a ``spawn``-ed process bound to one device. It builds its own
+plugin registry, receives groups of runs through a pipe and sends back
+progress and outcomes. A worker that dies (killed, segfault, out of host
+memory) is seen through its process sentinel: the runs of its group are
+reported ``crashed`` and a fresh
+worker takes its place. Workers ignore Ctrl-C, which the scheduler handles
+by calling :meth:`LocalExecutor.shutdown`; they exit on SIGTERM, and also
+when the scheduler's process is gone (a broken pipe), leaving checkpoints.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import torch
+
+from lthbench.run.worker import Outcome, perform_group
+from lthbench.run.executor import Group, ProgressCallback
+from lthbench.lottery.execute import Workspace
+from lthbench.registry import Registry, default_registry
+from lthbench.store import Store
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker process needs to build its workspace (picklable)."""
+
+    output: str
+    data_root: Path
+    download: bool
+    device: str
+    #: torch CPU threads of the worker; 0 keeps torch's default.
+    threads: int
+    checkpoint_every: int
+    registry_factory: Callable[[], Registry] = default_registry
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
+
+
+def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
+    """A worker's life: build the workspace, then perform groups of runs until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = torch.device(settings.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    ws = Workspace(settings.registry_factory(), Store(settings.output), settings.data_root, settings.download, device)
+
+    def send(message: tuple) -> None:
+        try:
+            conn.send(message)
+        except OSError:  # the scheduler is gone: stop, keeping the checkpoint
+            sys.exit(1)
+
+    while True:
+        try:
+            group = conn.recv()
+        except (EOFError, OSError):
+            return
+        if group is None:
+            return
+        send(("outcomes", perform_group(group, ws, settings.checkpoint_every, lambda p: send(("progress", p)))))
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    settings: WorkerSettings
+    group: Group | None = None
+
+
+class LocalExecutor:
+    """One worker process per entry of ``slots`` (a device may appear several times)."""
+
+    def __init__(self, slots: list[WorkerSettings]):
+        self._context = multiprocessing.get_context("spawn")
+        self._workers = [self._start(settings) for settings in slots]
+        self.capacity = len(self._workers)
+
+    def _start(self, settings: WorkerSettings) -> _Worker:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(target=_worker_main, args=(theirs, settings), daemon=True)
+        process.start()
+        theirs.close()
+        return _Worker(process, ours, settings)
+
+    def submit(self, group: Group) -> None:
+        """Hand ``group`` to an idle worker."""
+        worker = next(w for w in self._workers if w.group is None)
+        worker.group = group
+        worker.conn.send(group)
+
+    def wait(self, timeout: float, on_progress: ProgressCallback) -> list[Outcome]:
+        """Read workers' messages until some group ends or ``timeout`` passes."""
+        busy = [w for w in self._workers if w.group is not None]
+        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
+        outcomes = []
+        for worker in busy:
+            ended = self._receive(worker, on_progress) if worker.conn in ready else None
+            if ended is None and not worker.process.is_alive():
+                ended = self._replace(worker)
+            outcomes += ended or []
+        return outcomes
+
+    def _receive(self, worker: _Worker, on_progress: ProgressCallback) -> list[Outcome] | None:
+        """Drain one worker's pipe; the outcomes of its group if the group ended."""
+        while worker.conn.poll():
+            try:
+                kind, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                return None  # it died: the sentinel says so
+            if kind == "progress":
+                on_progress(payload)
+            else:
+                worker.group = None
+                return payload
+        return None
+
+    def _replace(self, worker: _Worker) -> list[Outcome]:
+        """Report the runs of a dead worker as crashed and start a new worker in its place."""
+        group, code = worker.group, worker.process.exitcode
+        worker.conn.close()
+        index = self._workers.index(worker)
+        self._workers[index] = self._start(worker.settings)
+        error = f"the worker process on {worker.settings.device} died (exit code {code}) during this run"
+        return [Outcome(spec.run_id, "crashed", error) for spec in group]
+
+    def shutdown(self) -> None:
+        """Ask idle workers to stop, terminate busy ones, and wait for all."""
+        for worker in self._workers:
+            if not worker.process.is_alive():
+                continue
+            if worker.group is None:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    worker.process.terminate()
+            else:
+                worker.process.terminate()  # SIGTERM: the worker exits, releasing its lock
+        for worker in self._workers:
+            worker.process.join(timeout=30)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+
+
+def visible_devices(device: str) -> list[str]:
+    """The devices that ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) means: all GPUs for ``cuda``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [device]
+
+
+def worker_slots(devices: list[str], jobs_per_device: int, cpu_jobs: int) -> list[tuple[str, int]]:
+    """``(device, torch threads)`` of every worker: ``jobs_per_device`` per GPU, ``cpu_jobs`` on the CPU.
+
+    Workers share the CPU cores evenly, so that they do not oversubscribe
+    them; a single worker keeps torch's default.
+    """
+    slots = [device for device in devices if device != "cpu" for _ in range(jobs_per_device)]
+    slots += ["cpu"] * (cpu_jobs if "cpu" in devices else 0)
+    threads = max(1, (os.cpu_count() or 1) // len(slots)) if len(slots) > 1 else 0
+    return [(device, threads) for device in slots]

@@ -1,0 +1,323 @@
+"""Schedule a benchmark's runs by their dependencies, skipping what the store already holds.
+
+A run is submitted to the executor as soon as the records of the runs it
+depends on say ``done``; a run whose dependency failed, diverged or is
+blocked is ``blocked``. Independent chains therefore proceed in parallel, and
+a dense run shared by several cells runs once. Runs that another live
+process holds (its lock) are waited for, not duplicated.
+
+With batching on (``batch_trials`` above 1), ready runs that can train
+together (the controls of one level, the seeds of one cell: see
+:func:`lthbench.lottery.execute.batch_key`) are submitted as one group, and lower
+rounds run first, so that the chains of a cell reach each round together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lthbench.run import locks
+from lthbench.run.worker import FINISHED, Outcome, failure_record
+from lthbench.run.executor import Executor, Group, InProcessExecutor
+from lthbench.lottery.execute import Workspace, batch_key, device_label, library_versions
+from lthbench.run.plan import RunSpec, plan_runs, stated_start_iteration
+from lthbench.run.progress import Display, describe, make_display
+from lthbench.config.settings import Benchmark
+from lthbench.store import Store, load_state
+
+#: Default ``--checkpoint-every``: iterations between two checkpoints of a run.
+CHECKPOINT_EVERY = 1000
+#: Seconds between two looks at runs that another process is training.
+POLL_SECONDS = 1.0
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(path: Path) -> str | None:
+    """The git commit of the folder holding the benchmark file, if it is in a repository."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def matrix_description(benchmark: Benchmark, runs: list[RunSpec], ws: Workspace) -> dict[str, Any]:
+    """The ``matrix.json`` content: settings, cells and every run with its dependencies."""
+    cells = {}
+    for run in runs:
+        cell = run.cell
+        cells.setdefault(run.cell_id, {
+            "cell_id": run.cell_id,
+            "experiment": cell.experiment,
+            "architecture": cell.architecture.label,
+            "dataset": cell.dataset.label,
+            "pruner": cell.pruner.label,
+            "initializers": [ref.label for ref in cell.initializers],
+            "mode": cell.schedule.mode,
+            "rounds": cell.schedule.rounds,
+            "rate": cell.schedule.rate,
+            "output_rate": cell.schedule.output_rate,
+            "mask_source": cell.mask_source,
+            "training": dataclasses.asdict(cell.training),
+            "overrides": cell.overrides,
+            "label": ", ".join(f"{k}={v}" for k, v in cell.overrides.items()),
+        })
+    return {
+        "schema": 1,
+        "benchmark": {"name": benchmark.name, "seeds": list(benchmark.seeds), "source": benchmark.source,
+                      "device": device_label(ws.device)},
+        "config": benchmark.raw,
+        "versions": library_versions(),
+        "git_commit": git_commit(Path(benchmark.source).resolve().parent),
+        "started": _now(),
+        "finished": None,
+        "cells": list(cells.values()),
+        "runs": [{"run_id": r.run_id, "cell_id": r.cell_id, "seed": r.seed, "round": r.round,
+                  "initializer": r.initializer_label, "depends_on": list(r.depends_on)} for r in runs],
+    }
+
+
+class WorkerDied(RuntimeError):
+    """The process training a run died without recording it."""
+
+
+def statuses(runs: list[RunSpec], store: Store) -> dict[str, str]:
+    """done / diverged / failed from the records; running (locked by a live process), blocked or pending."""
+    result: dict[str, str] = {}
+    for run in runs:
+        if run.run_id in result:
+            continue
+        record = store.record(run.run_id)
+        if record is not None and record.get("status") in FINISHED:
+            result[run.run_id] = record["status"]
+        elif any(result.get(dep) in ("failed", "diverged", "blocked") for dep in run.depends_on):
+            result[run.run_id] = "blocked"
+        elif locks.held_by_other(store.lock_path(run.run_id)):
+            result[run.run_id] = "running"
+        else:
+            result[run.run_id] = "pending"
+    return result
+
+
+def checkpoint_iteration(store: Store, run_id: str) -> int:
+    """The iteration a run's checkpoint reached (0 without a readable one)."""
+    path = store.checkpoint_path(run_id)
+    if not path.exists():
+        return 0
+    try:
+        return int(load_state(path)["iteration"])
+    except Exception:  # a truncated checkpoint: the run starts over
+        return 0
+
+
+def failure_lines(runs: list[RunSpec], store: Store) -> list[str]:
+    """One line per failed or diverged run of the matrix: what it is and its error."""
+    lines = []
+    for run in {r.run_id: r for r in runs}.values():
+        record = store.record(run.run_id)
+        if record and record.get("status") in ("failed", "diverged"):
+            lines.append(f"{record['status']}: {describe(run)} ({run.run_id}): {record.get('error')}")
+    return lines
+
+
+class Schedule:
+    """The state of every run of one matrix, as this process sees it."""
+
+    def __init__(self, runs: list[RunSpec], store: Store, retry_failed: bool):
+        self.runs = list({run.run_id: run for run in runs}.values())  # plan order: dependencies first
+        self.store = store
+        self.state: dict[str, str] = {}
+        for run in self.runs:
+            record = store.record(run.run_id)
+            status = record.get("status") if record else None
+            if status == "failed" and retry_failed:
+                store.delete_record(run.run_id)
+                status = None
+            self.state[run.run_id] = status if status in FINISHED else "pending"
+            if status in FINISHED and locks.clear_stale(store.lock_path(run.run_id)):
+                store.remove_leftovers(run.run_id)  # its trainer was killed between record and clean-up
+
+    def to_do(self) -> int:
+        """Runs without a record yet."""
+        return sum(status not in FINISHED for status in self.state.values())
+
+    def ready(self) -> list[RunSpec]:
+        """Pending runs whose dependencies are done; marks runs behind a failure ``blocked``."""
+        ready = []
+        for run in self.runs:
+            if self.state[run.run_id] != "pending":
+                continue
+            deps = [self.state[dep] for dep in run.depends_on]
+            if any(dep in ("failed", "diverged", "blocked") for dep in deps):
+                self.state[run.run_id] = "blocked"
+            elif all(dep == "done" for dep in deps):
+                ready.append(run)
+        return ready
+
+    def elsewhere(self) -> list[RunSpec]:
+        """Runs that another process is training."""
+        return [run for run in self.runs if self.state[run.run_id] == "elsewhere"]
+
+    def look_elsewhere(self) -> list[tuple[RunSpec, dict[str, Any]]]:
+        """Update runs trained elsewhere: recorded ones are finished, unlocked ones pending again."""
+        finished = []
+        for run in self.elsewhere():
+            record = self.store.record(run.run_id)
+            if record is not None and record.get("status") in FINISHED:
+                self.state[run.run_id] = record["status"]
+                finished.append((run, record))
+            elif not locks.held_by_other(self.store.lock_path(run.run_id)):
+                self.state[run.run_id] = "pending"
+        return finished
+
+    def counts(self) -> Counter:
+        """Runs by status."""
+        return Counter(self.state.values())
+
+
+def _settle(schedule: Schedule, run: RunSpec, outcome: Outcome, display: Display) -> None:
+    """Record what an outcome means for the schedule."""
+    store = schedule.store
+    if outcome.status == "busy":
+        schedule.state[run.run_id] = "elsewhere"
+        return
+    if outcome.status == "redo":
+        schedule.state[run.run_id] = "pending"
+        for dep in outcome.redo:
+            record = store.record(dep)
+            schedule.state[dep] = record["status"] if record and record.get("status") in FINISHED else "pending"
+        display.add_runs(sum(schedule.state[dep] == "pending" for dep in outcome.redo))
+        return
+    if outcome.status == "crashed":
+        store.write_record(run.run_id, failure_record(run, WorkerDied(outcome.error)))
+    record = store.record(run.run_id)
+    schedule.state[run.run_id] = record["status"] if record else "failed"
+    display.finished(run, outcome, record)
+
+
+class Grouper:
+    """Splits ready runs into the groups submitted to an executor: at most ``batch_trials`` runs each."""
+
+    def __init__(self, ws: Workspace, batch_trials: int):
+        self.ws = ws
+        self.batch_trials = batch_trials
+        self._keys: dict[str, str | None] = {}
+
+    def _key(self, run: RunSpec) -> str | None:
+        if run.round == 0:
+            return None
+        if run.cell_id not in self._keys:  # the same for every pruned round of a cell
+            self._keys[run.cell_id] = batch_key(run, self.ws)
+        return self._keys[run.cell_id]
+
+    def groups(self, ready: list[RunSpec]) -> list[Group]:
+        """Runs of one batch key together, lower rounds first; every run alone when batching is off."""
+        if self.batch_trials <= 1:
+            return [(run,) for run in ready]
+        groups: list[list[RunSpec]] = []
+        open_groups: dict[str, list[RunSpec]] = {}
+        for run in sorted(ready, key=lambda r: r.round):
+            key = self._key(run)
+            group = open_groups.get(key) if key is not None else None
+            if group is None or len(group) >= self.batch_trials:
+                group = []
+                groups.append(group)
+                if key is not None:
+                    open_groups[key] = group
+            group.append(run)
+        return [tuple(group) for group in groups]
+
+
+def _work_through(schedule: Schedule, executor: Executor, grouper: Grouper, display: Display) -> None:
+    """Submit groups of ready runs as capacity allows until nothing is left to run or to wait for."""
+    by_id = {run.run_id: run for run in schedule.runs}
+    in_flight: list[set[str]] = []  # the run ids of each group in flight without an outcome yet
+    while True:
+        blocked = schedule.counts()["blocked"]
+        ready = schedule.ready()
+        display.add_runs(blocked - schedule.counts()["blocked"])  # runs behind a failure will not run
+        for group in grouper.groups(ready):
+            if len(in_flight) >= executor.capacity:
+                break
+            for run in group:
+                if locks.held_by_other(schedule.store.lock_path(run.run_id)):
+                    schedule.state[run.run_id] = "elsewhere"
+            group = tuple(run for run in group if schedule.state[run.run_id] != "elsewhere")
+            if not group:
+                continue
+            for run in group:
+                schedule.state[run.run_id] = "submitted"
+                display.started(run)
+            in_flight.append({run.run_id for run in group})
+            executor.submit(group)
+        if not in_flight and not schedule.elsewhere():
+            return
+        for outcome in executor.wait(POLL_SECONDS, display.progress):
+            for ids in in_flight:
+                ids.discard(outcome.run_id)
+            _settle(schedule, by_id[outcome.run_id], outcome, display)
+        in_flight = [ids for ids in in_flight if ids]
+        for run, record in schedule.look_elsewhere():
+            display.finished(run, Outcome(run.run_id, record["status"], record.get("error")), record)
+
+
+def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, console: Console | None = None,
+               executor: Executor | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
+               batch_trials: int = 1) -> Counter:
+    """Run every run of the matrix that the store does not hold yet; return a count by status.
+
+    ``executor`` defaults to training in this process on ``ws.device``, with
+    a checkpoint every ``checkpoint_every`` iterations. Up to
+    ``batch_trials`` runs that can train together are submitted as one group
+    (1: every run alone). A run whose plugin
+    raises is recorded as failed with its traceback, and the runs that
+    depend on it are blocked; every other chain goes on. ``retry_failed``
+    runs the failed runs again. On ``KeyboardInterrupt`` the workers stop,
+    finished records and the latest checkpoints stay, and the interrupt
+    propagates.
+    """
+    console = console or Console()
+    executor = executor or InProcessExecutor(ws, checkpoint_every)
+    runs = plan_runs(benchmark)
+    matrix = matrix_description(benchmark, runs, ws)
+    ws.store.write_matrix(matrix)
+    schedule = Schedule(runs, ws.store, retry_failed)
+    display = make_display(console)
+    display.add_runs(schedule.to_do())
+    try:
+        _work_through(schedule, executor, Grouper(ws, batch_trials), display)
+    finally:
+        executor.shutdown()
+        display.close()
+    matrix["finished"] = _now()
+    ws.store.write_matrix(matrix)
+    records = [r for r in (ws.store.record(run.run_id) for run in schedule.runs) if r]
+    ws.registry.matrix_finished(ws.store.root, records)
+    return schedule.counts()
+
+
+def iterations_left(run: RunSpec, store: Store) -> int | None:
+    """Training iterations a run still needs, from its checkpoint if any; ``None`` where unknown.
+
+    A run configured by epochs over a whole data set needs the data set's
+    size, which only loading it tells; with ``train_subset`` it is known.
+    """
+    training = run.cell.training
+    if training.epochs:
+        if not training.train_subset:
+            return None
+        per_epoch = max(1, (training.train_subset - training.validation_size) // training.batch_size)
+        total = round(training.epochs * per_epoch)
+    else:
+        total = training.iterations
+    return max(0, total - max(checkpoint_iteration(store, run.run_id), stated_start_iteration(run)))

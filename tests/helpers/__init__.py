@@ -1,0 +1,1 @@
+"""Helpers the tests share: synthetic data and networks, tiny matrices, subprocess drivers."""
