@@ -1,4 +1,4 @@
-"""Assemble the report of one or more output folders and render it as one self-contained HTML file.
+"""Render the report of one or more output folders as one self-contained HTML file.
 
 Everything that comes from users or plugins' data (experiment names, errors,
 the config) is escaped by Jinja2's autoescape. Only two kinds of markup are

@@ -16,7 +16,7 @@ from lthbench.errors import UserError
 from lthbench.registry import Registry
 from lthbench.report.html import environment, render_report, run_counts
 from lthbench.report.results import CSV_COLUMNS, read_folder, tidy_frame
-from lthbench.report.stats import comparison_table, random_mask_controls, verdicts
+from lthbench.report.stats import DENSE, comparison_table, random_mask_controls, verdicts
 
 META_PREFIX = "lthbench:"
 INDEX_TEMPLATE = "index.html.j2"
@@ -36,9 +36,9 @@ def finding(judged: pd.DataFrame, frame: pd.DataFrame) -> str:
         levels = cell["round"].nunique()
         sparsest = cell["weights_remaining"].min()
         counts = []
-        comparisons = sorted(cell.groupby("comparison", sort=False), key=lambda item: item[0] != "vs dense")
+        comparisons = sorted(cell.groupby("comparison", sort=False), key=lambda item: item[0] != f"vs {DENSE}")
         for comparison, rows in comparisons:
-            good = "winning ticket" if comparison == "vs dense" else f"ticket beats {comparison[3:]}"
+            good = "winning ticket" if comparison == f"vs {DENSE}" else f"ticket beats {comparison[3:]}"
             counts.append(f"{good} at {int((rows['verdict'] == good).sum())}/{levels} levels")
         parts.append(f"{experiment} · {pruner} (down to {100 * sparsest:.1f}% weights): {', '.join(counts)}")
     return "; ".join(parts) or "no comparison could be made"
