@@ -148,12 +148,12 @@ class PruningContext:
     masks: dict[str, torch.Tensor]
     #: Fraction of the *remaining* prunable weights to prune this round.
     rate: float
-    #: Rate for the output layer used by layerwise pruners; ``None`` = half of ``rate``.
-    output_rate: float | None
+    #: Rate for the output layer used by layerwise pruners (the schedule's ``output_rate``, else half of ``rate``).
+    output_rate: float
     #: Seeded generator for any random choice.
     generator: torch.Generator
-    #: Run another registered pruner by name on this same context (used by controls).
-    delegate: Callable[[str], dict[str, torch.Tensor]] = lambda name: {}
+    #: Run another registered pruner by name, with its default parameters, on this same context (used by controls).
+    delegate: Callable[[str], dict[str, torch.Tensor]]
     #: The pruning level (round) being made, from 1.
     level: int = 1
     #: One-shot mode: each level prunes the dense weights directly, so ``rate`` is already compounded.
@@ -171,6 +171,17 @@ class PruningContext:
 
 class Pruner(Plugin):
     """Chooses which weights to remove, one round at a time."""
+
+    def mimics(self, params: Any) -> str | None:
+        """The name of the pruner whose per-layer counts this one copies, if it is such a control.
+
+        A cell pruned by a control is a control of the cell of the same
+        experiment, architecture, data set and training pruned by the named
+        pruner: the report compares that cell's ticket with this cell's ticket
+        (the ``random mask`` comparison). ``None``, the default, for a pruner
+        that is no control.
+        """
+        return None
 
     @abc.abstractmethod
     def prune(self, context: PruningContext, params: Any) -> dict[str, torch.Tensor]:

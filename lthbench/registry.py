@@ -91,14 +91,9 @@ class Registry:
 
     # ----------------------------------------------------------------- lookup
 
-    def entries(self, kind: str | None = None) -> list[Entry]:
-        """Every registered implementation (of one kind if given), sorted by kind and name."""
-        kinds = [kind] if kind else list(KINDS)
-        return [self._entries[k][n] for k in kinds for n in sorted(self._entries[k])]
-
-    def names(self, kind: str) -> list[str]:
-        """The registered names of one kind, sorted."""
-        return sorted(self._entries[kind])
+    def entries(self) -> list[Entry]:
+        """Every registered implementation, sorted by kind and name."""
+        return [self._entries[kind][name] for kind in KINDS for name in sorted(self._entries[kind])]
 
     def get(self, kind: str, name: str) -> Plugin:
         """The implementation called ``name``; a family entry ``timm`` answers ``timm:<x>``."""

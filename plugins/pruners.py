@@ -69,10 +69,9 @@ class LayerwiseMagnitude(Pruner):
         """Remove the smallest-magnitude remaining weights of every prunable layer."""
         overrides = dict(params.layer_rates)
         _check_layers(overrides, context, "layer_rates")
-        output_rate = context.rate / 2 if context.output_rate is None else context.output_rate
         masks = dict(context.masks)
         for name in context.network.prunable:
-            default = output_rate if name == context.network.output else context.rate
+            default = context.output_rate if name == context.network.output else context.rate
             rate = context.level_rate(overrides[name]) if name in overrides else default
             mask = context.masks[name]
             masks[name] = prune_smallest(context.weights[name].abs(), mask, removal_count(mask, rate))
@@ -197,6 +196,10 @@ class RandomPruner(Pruner):
     name = "random"
     description = "uniformly random weights, as many per layer as the pruner named by like (default layerwise)"
     Params = RandomParams
+
+    def mimics(self, params: RandomParams) -> str:
+        """The ``like`` pruner: a random-pruned cell is the random-mask control of the cell pruned by it."""
+        return params.like
 
     def prune(self, context: PruningContext, params: RandomParams) -> dict[str, torch.Tensor]:
         """Draw, with ``context.generator``, which remaining weights to remove."""

@@ -226,7 +226,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Write the HTML report (and CSV exports)."""
     from lthbench.registry import default_registry
-    from lthbench.report.html import report_command
+    from lthbench.report.publish import report_command
 
     return report_command(args.results, args.output, args.csv, args.stats_csv, default_registry())
 

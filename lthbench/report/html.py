@@ -1,4 +1,4 @@
-"""Assemble the report of one or more output folders and render it as one self-contained HTML file.
+"""Render the report of one or more output folders as one self-contained HTML file.
 
 Everything that comes from users or plugins' data (experiment names, errors,
 the config) is escaped by Jinja2's autoescape. Only two kinds of markup are
@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
 
-from lthbench.errors import UserError
 from lthbench.report.figures import SvgFigure, figure_set
-from lthbench.report.publish import finding
-from lthbench.registry import Registry
-from lthbench.report.results import CSV_COLUMNS, ResultFolder, read_folder, tidy_frame
-from lthbench.report.stats import ACCURACY, DENSE, ITERATION, TICKET, comparison_table, random_mask_controls, verdicts
+from lthbench.report.results import ResultFolder
+from lthbench.report.stats import ACCURACY, DENSE, ITERATION, TICKET, random_mask_runs
 
 TEMPLATE = "report.html.j2"
 STATUSES = ("done", "failed", "diverged", "blocked", "pending")
@@ -155,13 +151,6 @@ def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, judged: pd.DataFrame, re
     )
 
 
-def _random_mask_runs(frame: pd.DataFrame, control: Any) -> pd.DataFrame | None:
-    """The pruned ticket runs of the random-mask control cell ``control``; None when there is no control."""
-    if control is None:
-        return None
-    return frame[(frame["cell_id"] == control) & (frame["initializer"] == TICKET) & (frame["round"] > 0)]
-
-
 def run_counts(frame: pd.DataFrame) -> dict[str, int]:
     """How many runs have each status, counting a dense run shared by several cells once."""
     counts = frame.drop_duplicates("run_id")["status"].value_counts()
@@ -196,58 +185,37 @@ def _problem_runs(frame: pd.DataFrame, statuses: tuple[str, ...]) -> list[dict[s
     return unique.astype(object).where(unique.notna(), None).to_dict("records")
 
 
-def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame,
-                  sections: list[dict[str, str]]) -> str:
-    """The whole report as one HTML string."""
+def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame, *, judged: pd.DataFrame,
+                  controls: dict[Any, Any], sections: list[dict[str, str]], finding: str) -> str:
+    """The whole report as one HTML string.
+
+    ``table``, ``judged`` and ``controls`` are the comparison table, its
+    verdicts and the random-mask controls of ``frame``; ``finding`` is the
+    one-line summary published in the report's metadata.
+    """
     records = {run_id: record for folder in folders for run_id, record in folder.records.items()}
-    judged = verdicts(table)
-    controls = random_mask_controls(frame)
-    views = [
-        _cell_view(rows, table[table["cell_id"] == cell_id], judged[judged["cell_id"] == cell_id], records,
-                   _random_mask_runs(frame, controls.get(cell_id)))
-        for cell_id, rows in frame.groupby("cell_id", sort=False)
-    ]
+    views = []
+    for cell_id, rows in frame.groupby("cell_id", sort=False):
+        control = controls.get(cell_id)
+        random_mask = None if control is None else random_mask_runs(frame, control)
+        views.append(_cell_view(rows, table[table["cell_id"] == cell_id], judged[judged["cell_id"] == cell_id],
+                                records, random_mask))
     cells = [view for view in views if view.verdict_rows or view.figures]
     names = list(dict.fromkeys(str(f.matrix.get("benchmark", {}).get("name", f.path.name)) for f in folders))
     benchmarks = [f.matrix.get("benchmark") or {} for f in folders]
     published = {
         "date": max((str(f.matrix.get("finished") or f.matrix.get("started") or "") for f in folders), default="")[:10],
         "device": ", ".join(dict.fromkeys(str(b.get("device", "unknown")) for b in benchmarks)),
-        "finding": finding(judged),
+        "finding": finding,
     }
     return environment().get_template(TEMPLATE).render(
         title=", ".join(names),
         summary=_summary(folders, frame),
         cells=cells,
         metric_titles=METRIC_TITLES,
+        ticket=TICKET,
         failed=_problem_runs(frame, ("failed", "diverged")),
         blocked=_problem_runs(frame, ("blocked",)),
         sections=sections,
         published=published,
     )
-
-
-def report_command(results: list[str], output: str, csv: str | None, stats_csv: str | None, registry: Registry) -> int:
-    """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs asked for."""
-    if not results:
-        raise UserError("no results folder given; pass the output folder of 'lthbench run'")
-    folders = [read_folder(path) for path in results]
-    frame = tidy_frame(folders)
-    table = comparison_table(frame)
-    html = render_report(folders, frame, table, registry.report_sections(frame, table))
-    written = [_write(output, lambda path: path.write_text(html, encoding="utf-8"))]
-    if csv:
-        written.append(_write(csv, lambda path: frame[CSV_COLUMNS].to_csv(path, index=False)))
-    if stats_csv:
-        written.append(_write(stats_csv, lambda path: table.to_csv(path, index=False)))
-    counts = ", ".join(f"{count} {status}" for status, count in run_counts(frame).items())
-    print(f"{counts} runs; wrote {', '.join(written)}")
-    return 0
-
-
-def _write(destination: str, write: Any) -> str:
-    """Create the parent folder of ``destination``, call ``write`` on its path, return the path."""
-    path = Path(destination)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path)
-    return str(path)

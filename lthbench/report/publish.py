@@ -1,4 +1,4 @@
-"""Published reports: a one-line finding per report, and an index page of a folder of reports.
+"""Published reports: the report file with its one-line finding, and an index page of a folder of reports.
 
 Each report carries its name, date, device and finding in ``<meta>`` tags, so
 the index is rebuilt from the reports themselves and never goes stale.
@@ -8,59 +8,83 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from lthbench.errors import UserError
-from lthbench.report.stats import mimicked_pruner
+from lthbench.registry import Registry
+from lthbench.report.html import environment, render_report, run_counts
+from lthbench.report.results import CSV_COLUMNS, read_folder, tidy_frame
+from lthbench.report.stats import DENSE, comparison_table, random_mask_controls, verdicts
 
 META_PREFIX = "lthbench:"
 INDEX_TEMPLATE = "index.html.j2"
 
 
-def finding(judged: pd.DataFrame) -> str:
-    """One sentence per cell: at how many levels the ticket wins and beats each control.
+def finding(judged: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """One sentence per cell of ``judged``: at how many levels the ticket wins and beats each control.
 
-    Cells of a random-mask control are left out: their comparison appears in
-    the cell of the pruner they mimic ("ticket beats random mask").
+    Cells that are a control of another pruner (``control_of`` in ``frame``)
+    are left out: their comparison appears in the cell of the pruner they are
+    a control of ("ticket beats random mask").
     """
+    controls = frame.loc[frame["control_of"].notna(), "cell_id"]
     parts = []
-    for (experiment, pruner), cell in judged.groupby(["experiment", "pruner"], sort=False):
-        if mimicked_pruner(pruner) is not None:
-            continue
+    for (experiment, pruner), cell in judged[~judged["cell_id"].isin(controls)].groupby(["experiment", "pruner"],
+                                                                                         sort=False):
         levels = cell["round"].nunique()
         sparsest = cell["weights_remaining"].min()
         counts = []
-        comparisons = sorted(cell.groupby("comparison", sort=False), key=lambda item: item[0] != "vs dense")
+        comparisons = sorted(cell.groupby("comparison", sort=False), key=lambda item: item[0] != f"vs {DENSE}")
         for comparison, rows in comparisons:
-            good = "winning ticket" if comparison == "vs dense" else f"ticket beats {comparison[3:]}"
+            good = "winning ticket" if comparison == f"vs {DENSE}" else f"ticket beats {comparison[3:]}"
             counts.append(f"{good} at {int((rows['verdict'] == good).sum())}/{levels} levels")
         parts.append(f"{experiment} · {pruner} (down to {100 * sparsest:.1f}% weights): {', '.join(counts)}")
     return "; ".join(parts) or "no comparison could be made"
 
 
+def report_command(results: list[str], output: str, csv: str | None, stats_csv: str | None, registry: Registry) -> int:
+    """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs asked for."""
+    if not results:
+        raise UserError("no results folder given; pass the output folder of 'lthbench run'")
+    folders = [read_folder(path) for path in results]
+    frame = tidy_frame(folders)
+    controls = random_mask_controls(frame)
+    table = comparison_table(frame, controls)
+    judged = verdicts(table)
+    html = render_report(folders, frame, table, judged=judged, controls=controls,
+                         sections=registry.report_sections(frame, table), finding=finding(judged, frame))
+    written = [_write(output, lambda path: path.write_text(html, encoding="utf-8"))]
+    if csv:
+        written.append(_write(csv, lambda path: frame[CSV_COLUMNS].to_csv(path, index=False)))
+    if stats_csv:
+        written.append(_write(stats_csv, lambda path: table.to_csv(path, index=False)))
+    counts = ", ".join(f"{count} {status}" for status, count in run_counts(frame).items())
+    print(f"{counts} runs; wrote {', '.join(written)}")
+    return 0
+
+
+def _write(destination: str, write: Any) -> str:
+    """Create the parent folder of ``destination``, call ``write`` on its path, return the path."""
+    path = Path(destination)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path)
+    return str(path)
+
+
 class _MetaReader(HTMLParser):
-    """Collect ``<meta name="lthbench:*">`` and the ``<title>`` of a report."""
+    """Collect the ``<meta name="lthbench:*">`` tags of a report."""
 
     def __init__(self) -> None:
         super().__init__()
         self.meta: dict[str, str] = {}
-        self._in_title = False
-        self.title = ""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
         name = values.get("name") or ""
         if tag == "meta" and name.startswith(META_PREFIX):
             self.meta[name[len(META_PREFIX):]] = values.get("content") or ""
-        self._in_title = tag == "title"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_title = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
 
 
 def report_metadata(path: Path) -> dict[str, str]:
@@ -72,8 +96,6 @@ def report_metadata(path: Path) -> dict[str, str]:
 
 def write_index(folder: str | Path) -> Path:
     """Write ``index.html`` listing every lthbench report in ``folder``, newest first."""
-    from lthbench.report.html import environment
-
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder of reports")

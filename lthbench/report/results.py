@@ -5,7 +5,9 @@ overrides within its experiment (empty when none vary). A dense run (round 0)
 shared by several cells appears once under each cell that uses it, so every
 cell's rows are complete on their own. Runs listed in ``matrix.json`` without
 a record are ``blocked`` when a run they depend on failed, diverged or is
-blocked itself, and ``pending`` otherwise.
+blocked itself, and ``pending`` otherwise. The ``control_of`` column is the
+pruner whose cell the row's cell is a control of (see
+:meth:`lthbench.protocols.Pruner.mimics`), or None.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from lthbench.errors import UserError
+from lthbench.config.settings import PluginRef
+from lthbench.errors import PluginError, UserError
+from lthbench.registry import default_registry
 from lthbench.store import Store
 
 SCHEMA = 1
@@ -25,10 +29,10 @@ STOPPED = frozenset({"failed", "diverged", "blocked"})
 RESULT_COLUMNS = [
     "experiment", "architecture", "dataset", "training", "pruner", "initializer", "seed", "round",
     "weights_remaining", "early_stop_iteration", "iterations", "early_stop_test_accuracy", "final_test_accuracy",
-    "status", "error", "traceback", "wall_time", "device", "run_id", "cell_id", "mode", "rate", "folder",
+    "status", "error", "traceback", "wall_time", "device", "run_id", "cell_id", "mode", "rate", "control_of", "folder",
 ]
-#: Columns of ``lthbench report --csv`` (everything but tracebacks and folder paths).
-CSV_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("traceback", "folder")]
+#: Columns of ``lthbench report --csv`` (everything but tracebacks, controls and folder paths).
+CSV_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("traceback", "control_of", "folder")]
 
 
 @dataclass(frozen=True)
@@ -82,17 +86,10 @@ def tidy_frame(folders: Iterable[ResultFolder]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Load one or more output folders into a tidy frame (see :data:`RESULT_COLUMNS`)."""
-    paths = list(paths)
-    if not paths:
-        raise UserError("no results folder given; pass the output folder of 'lthbench run'")
-    return tidy_frame(read_folder(path) for path in paths)
-
-
 def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
     """The frame rows of one folder, in the order of its matrix."""
     cells = {cell["cell_id"]: cell for cell in folder.matrix["cells"]}
+    controls = {cell_id: _control_of(cell, folder.matrix.get("config") or {}) for cell_id, cell in cells.items()}
     statuses = _statuses(folder.matrix["runs"], folder.records)
     for run in folder.matrix["runs"]:
         cell = cells[run["cell_id"]]
@@ -121,8 +118,35 @@ def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
             "cell_id": run["cell_id"],
             "mode": cell.get("mode"),
             "rate": cell.get("rate"),
+            "control_of": controls[run["cell_id"]],
             "folder": str(folder.path),
         }
+
+
+def _control_of(cell: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """The cell's ``control_of``; for a matrix written before that field, asked of the installed pruner plugin.
+
+    The pruner's parameters are those of the config's pruner entry whose label
+    is the cell's; None when no entry matches or the plugin is not installed.
+    """
+    if "control_of" in cell:
+        return cell["control_of"]
+    defaults = config.get("defaults") or {}
+    for experiment in config.get("experiment") or []:
+        if experiment.get("name") != cell.get("experiment"):
+            continue
+        specs = experiment.get("pruner", defaults.get("pruner"))
+        for spec in specs if isinstance(specs, list) else [specs]:
+            table = {"name": spec} if isinstance(spec, str) else dict(spec)
+            name = table.pop("name", None)
+            try:
+                pruner = default_registry().pruner(name)
+                ref = PluginRef(name, pruner.Params(**table))
+            except (PluginError, TypeError, ValueError):
+                continue
+            if ref.label == cell.get("pruner"):
+                return pruner.mimics(ref.params)
+    return None
 
 
 def _statuses(runs: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:

@@ -4,13 +4,14 @@ For every cell (experiment, architecture, data set, training, pruner) and
 every pruning round, the ticket (initializer ``original``) is compared with
 each other initializer of the same round and with the dense network (round 0
 of the same cell), on the test accuracy at early stop and on the early-stop
-iteration. A cell whose pruner is the random control ``random(like=P)``
-(Frankle & Carbin's random pruning: as many weights per layer as ``P``
+iteration. A cell whose pruner is a control of pruner ``P`` (its
+``control_of``, from :meth:`lthbench.protocols.Pruner.mimics`, is ``P``; e.g.
+Frankle & Carbin's random pruning: as many weights per layer as ``P``
 removes, at random positions) lends its ticket runs to the cell of the same
 experiment, architecture, data set and training pruned by ``P``: that cell's
 ticket is compared with them as the group ``random mask``, round by round
 (the two cells' levels of weights remaining match by construction), while the
-random cell keeps its own comparisons. Only runs with status ``done`` count.
+control cell keeps its own comparisons. Only runs with status ``done`` count.
 Differences are always ``ticket - other``.
 
 Verdicts, in the paper's terms:
@@ -22,6 +23,12 @@ Verdicts, in the paper's terms:
   counts for the ticket here, as in Frankle & Carbin's definition
   ("matches"), so with few seeds the verdict says little: read it with the
   interval's width.
+* ``ticket beats <control>``: the Holm-adjusted Welch p < 0.05 and the
+  ticket's mean accuracy is higher; ``<control> beats ticket`` when it is
+  lower; otherwise ``no difference from <control>``.
+* ``not enough seeds``: fewer than :data:`MIN_SEEDS` runs in either group.
+
+Reported beside the verdicts:
 
 Each comparison also gets a paired t-test over the seeds both groups have
 (``paired_p``, unadjusted): the groups of one seed share θ₀'s seed and the
@@ -36,15 +43,10 @@ accuracies are roughly normal. The seeded percentile bootstrap interval
 too narrow: resampling 3 values cannot show the spread of their mean (in a
 simulation of 3 against 3 draws from one normal distribution it excluded 0
 about 20% of the time, against the nominal 5%).
-* ``ticket beats <control>``: the Holm-adjusted Welch p < 0.05 and the
-  ticket's mean accuracy is higher; ``<control> beats ticket`` when it is
-  lower; otherwise ``no difference from <control>``.
-* ``not enough seeds``: fewer than :data:`MIN_SEEDS` runs in either group.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -55,9 +57,6 @@ from scipy import stats
 TICKET = "original"
 DENSE = "dense"
 RANDOM_MASK = "random mask"
-#: The pruner the random control mimics when its label names none (``RandomParams.like``'s default).
-DEFAULT_LIKE = "layerwise_magnitude"
-RANDOM_PRUNER_LABEL = re.compile(r"random(?:\(like=(?P<like>[^,()]+)\))?")
 ACCURACY = "early_stop_test_accuracy"
 ITERATION = "early_stop_iteration"
 METRICS = (ACCURACY, ITERATION)
@@ -173,42 +172,43 @@ def paired_t(a: pd.Series, b: pd.Series) -> tuple[int, float]:
     return len(d), float(stats.ttest_rel(a[seeds], b[seeds]).pvalue)
 
 
-def mimicked_pruner(label: str) -> str | None:
-    """The pruner label whose per-layer counts a random control copies; None when ``label`` is no random control."""
-    match = RANDOM_PRUNER_LABEL.fullmatch(label)
-    return (match["like"] or DEFAULT_LIKE) if match else None
-
-
 def random_mask_controls(frame: pd.DataFrame) -> dict[Any, Any]:
-    """The cell id of each random-control cell, keyed by the cell id of the cell whose pruner it mimics.
+    """The cell id of each control cell, keyed by the cell id of the cell pruned by the pruner it is a control of.
 
-    The two cells share experiment, architecture, data set and training; a
-    random control without such a cell is left out.
+    The two cells share experiment, architecture, data set and training, and
+    the reference cell's pruner label is the control's ``control_of``; a
+    control without such a cell is left out.
     """
     cells = frame.drop_duplicates("cell_id").to_dict("records")
     cell_of = {(*(cell[key] for key in SETTING_KEYS), cell["pruner"]): cell["cell_id"] for cell in cells}
     controls = {}
     for cell in cells:
-        like = mimicked_pruner(cell["pruner"])
-        reference = cell_of.get((*(cell[key] for key in SETTING_KEYS), like))
-        if like is not None and reference is not None:
+        if pd.isna(cell["control_of"]):
+            continue
+        reference = cell_of.get((*(cell[key] for key in SETTING_KEYS), cell["control_of"]))
+        if reference is not None:
             controls.setdefault(reference, cell["cell_id"])
     return controls
 
 
-def comparison_table(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def random_mask_runs(frame: pd.DataFrame, control: Any) -> pd.DataFrame:
+    """The pruned ticket runs of the control cell ``control``: the group ``random mask`` of the cell it controls."""
+    return frame[(frame["cell_id"] == control) & (frame["initializer"] == TICKET) & (frame["round"] > 0)]
+
+
+def comparison_table(frame: pd.DataFrame, controls: dict[Any, Any], seed: int = 0) -> pd.DataFrame:
     """Every comparison (see the module docstring) as one row of :data:`STATS_COLUMNS`.
 
-    ``p_holm`` adjusts ``welch_p`` within each family: one cell, metric and
-    comparison, across its pruning rounds.
+    ``controls`` is :func:`random_mask_controls` of ``frame``. ``p_holm``
+    adjusts ``welch_p`` within each family: one cell, metric and comparison,
+    across its pruning rounds.
     """
     done = frame[frame["status"] == "done"]
-    controls = random_mask_controls(frame)
     rows = []
     for keys, cell in done.groupby(CELL_KEYS, sort=False, dropna=False):
         dense = cell[cell["round"] == 0]
         control = controls.get(keys[0])
-        random_mask = done[(done["cell_id"] == control) & (done["initializer"] == TICKET)]
+        random_mask = random_mask_runs(done, control)
         for round_, level in cell[cell["round"] > 0].groupby("round"):
             ticket = level[level["initializer"] == TICKET]
             if ticket.empty:

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
-from lthbench.protocols import Architecture, Network
+from lthbench.protocols import Network
 
-from .initialization import glorot_normal, initialize_parameters
-from .network import describe, flattened_size, sequential_channel_groups
+from .initialization import SeededInit, glorot_normal
+from .network import conv_classifier
 
 #: Width of the two hidden fully connected layers.
 HIDDEN_UNITS = 256
 
 
-class ConvNet(Architecture):
+class ConvNet(SeededInit):
     """Stages of two 3x3 convolutions and a max-pool, then fully connected 256-256-classes.
 
-    No batch norm, as in the paper. Subclasses set ``widths``, one per stage.
+    No batch norm, and Gaussian Glorot weights with zero biases, as in the
+    paper. Subclasses set ``widths``, one per stage.
     """
 
     widths: ClassVar[tuple[int, ...]]
+    conv_init = linear_init = glorot_normal
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: Any) -> Network:
         """Build the network; the first linear layer's size follows the input size."""
@@ -38,22 +38,7 @@ class ConvNet(Architecture):
                 nn.MaxPool2d(2),
             ]
             in_channels = width
-        features = nn.Sequential(*layers)
-        channels, area = flattened_size(features, input_shape)
-        classifier = nn.Sequential(
-            nn.Linear(channels * area, HIDDEN_UNITS),
-            nn.ReLU(),
-            nn.Linear(HIDDEN_UNITS, HIDDEN_UNITS),
-            nn.ReLU(),
-            nn.Linear(HIDDEN_UNITS, num_classes),
-        )
-        module = nn.Sequential(OrderedDict(features=features, flatten=nn.Flatten(), classifier=classifier))
-        groups = sequential_channel_groups(features, "features", "classifier.0.weight", area)
-        return describe(module, groups)
-
-    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
-        """Gaussian Glorot weights and zero biases, as in the paper."""
-        initialize_parameters(module, generator, glorot_normal, glorot_normal)
+        return conv_classifier(nn.Sequential(*layers), (HIDDEN_UNITS, HIDDEN_UNITS), num_classes, input_shape)
 
 
 class Conv2(ConvNet):

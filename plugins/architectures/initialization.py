@@ -9,10 +9,12 @@ any device.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
+
+from lthbench.protocols import Architecture
 
 #: Draws a layer's weight in place from a generator.
 WeightInit = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -71,3 +73,20 @@ def initialize_parameters(
                 nn.init.ones_(parameter)
             else:
                 draw(parameter, generator, embedding_normal)
+
+
+class SeededInit(Architecture):
+    """An architecture whose ``initialize`` is :func:`initialize_parameters` with the class's two weight rules.
+
+    Subclasses set ``conv_init`` and ``linear_init``.
+    """
+
+    #: Draws convolution weights.
+    conv_init: ClassVar[WeightInit]
+    #: Draws linear weights.
+    linear_init: ClassVar[WeightInit]
+
+    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
+        """Redraw every parameter of ``module`` from ``generator`` (see :func:`initialize_parameters`)."""
+        cls = type(self)  # through the class: plain functions, not methods bound to ``self``
+        initialize_parameters(module, generator, cls.conv_init, cls.linear_init)

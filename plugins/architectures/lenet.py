@@ -6,20 +6,23 @@ import math
 from collections import OrderedDict
 from typing import Any
 
-import torch
 from torch import nn
 
-from lthbench.protocols import Architecture, Network
+from lthbench.protocols import Network
 
-from .initialization import glorot_normal, initialize_parameters
-from .network import describe, flattened_size, sequential_channel_groups
+from .initialization import SeededInit, glorot_normal
+from .network import conv_classifier, describe
 
 
-class LeNet300100(Architecture):
-    """Fully connected 300-100 network of Frankle & Carbin (2019), Figure 2."""
+class LeNet300100(SeededInit):
+    """Fully connected 300-100 network of Frankle & Carbin (2019), Figure 2.
+
+    Gaussian Glorot weights and zero biases, as in the paper.
+    """
 
     name = "lenet_300_100"
     description = "Fully connected network with hidden layers of 300 and 100 ReLU units (LeNet-300-100)"
+    conv_init = linear_init = glorot_normal
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: Any) -> Network:
         """Flatten the image, then Linear 300, ReLU, Linear 100, ReLU, Linear ``num_classes``."""
@@ -35,16 +38,16 @@ class LeNet300100(Architecture):
         )
         return describe(module, channel_groups=[])
 
-    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
-        """Gaussian Glorot weights and zero biases, as in the paper."""
-        initialize_parameters(module, generator, glorot_normal, glorot_normal)
 
+class LeNet5(SeededInit):
+    """LeCun et al. (1998) LeNet-5 with ReLU and max-pooling.
 
-class LeNet5(Architecture):
-    """LeCun et al. (1998) LeNet-5 with ReLU and max-pooling."""
+    Gaussian Glorot weights and zero biases, like the paper's other small networks.
+    """
 
     name = "lenet5"
     description = "LeNet-5: conv 6@5x5, pool, conv 16@5x5, pool, fully connected 120-84, with ReLU"
+    conv_init = linear_init = glorot_normal
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: Any) -> Network:
         """Build LeNet-5; the first conv pads by 2 so 28x28 inputs see the 32x32 geometry."""
@@ -56,18 +59,4 @@ class LeNet5(Architecture):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        channels, area = flattened_size(features, input_shape)
-        classifier = nn.Sequential(
-            nn.Linear(channels * area, 120),
-            nn.ReLU(),
-            nn.Linear(120, 84),
-            nn.ReLU(),
-            nn.Linear(84, num_classes),
-        )
-        module = nn.Sequential(OrderedDict(features=features, flatten=nn.Flatten(), classifier=classifier))
-        groups = sequential_channel_groups(features, "features", "classifier.0.weight", area)
-        return describe(module, groups)
-
-    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
-        """Gaussian Glorot weights and zero biases, like the paper's other small networks."""
-        initialize_parameters(module, generator, glorot_normal, glorot_normal)
+        return conv_classifier(features, (120, 84), num_classes, input_shape)

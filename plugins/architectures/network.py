@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -64,3 +65,21 @@ def flattened_size(features: nn.Module, input_shape: tuple[int, ...]) -> tuple[i
     with torch.no_grad():
         channels, *spatial = features(torch.zeros(1, *input_shape)).shape[1:]
     return channels, math.prod(spatial)
+
+
+def conv_classifier(features: nn.Sequential, hidden: tuple[int, ...], num_classes: int,
+                    input_shape: tuple[int, ...]) -> Network:
+    """``features``, flattened, then Linear layers of ``hidden`` units with ReLU and a Linear to ``num_classes``.
+
+    The module's children are ``features``, ``flatten`` and ``classifier``;
+    every convolution of ``features`` is a channel group, the last one read
+    by ``classifier.0``.
+    """
+    channels, area = flattened_size(features, input_shape)
+    widths = (channels * area, *hidden)
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(widths, hidden):
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()]
+    classifier = nn.Sequential(*layers, nn.Linear(widths[-1], num_classes))
+    module = nn.Sequential(OrderedDict(features=features, flatten=nn.Flatten(), classifier=classifier))
+    return describe(module, sequential_channel_groups(features, "features", "classifier.0.weight", area))

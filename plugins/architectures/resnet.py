@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 
-from lthbench.protocols import Architecture, ChannelGroup, Network
+from lthbench.protocols import ChannelGroup, Network
 
-from .initialization import initialize_parameters, kaiming_normal
+from .initialization import SeededInit, kaiming_normal
 from .network import describe
 
 
@@ -65,24 +65,22 @@ class CifarResNet(nn.Module):
         ]
 
 
-class ResNet(Architecture):
-    """A CIFAR ResNet of basic blocks; subclasses set ``widths`` and ``depths`` per stage."""
+class ResNet(SeededInit):
+    """A CIFAR ResNet of basic blocks; subclasses set ``widths`` and ``depths`` per stage.
+
+    Kaiming-normal weights, zero biases, BatchNorm scale one and shift zero:
+    PyTorch's and He et al.'s convention (open_lth draws the scales uniformly
+    from [0, 1) instead).
+    """
 
     widths: ClassVar[tuple[int, ...]]
     depths: ClassVar[tuple[int, ...]]
+    conv_init = linear_init = kaiming_normal
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: Any) -> Network:
         """Build the network; global average pooling lets it take any input size."""
         module = CifarResNet(input_shape[0], self.widths, self.depths, num_classes)
         return describe(module, module.channel_groups())
-
-    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
-        """Kaiming-normal weights, zero biases, BatchNorm scale one and shift zero.
-
-        Scales start at one, PyTorch's and He et al.'s convention (open_lth
-        draws them uniformly from [0, 1) instead).
-        """
-        initialize_parameters(module, generator, kaiming_normal, kaiming_normal)
 
 
 def _cifar_depths(layers: int) -> tuple[int, int, int]:

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 from lthbench.errors import suggest
-from lthbench.protocols import Architecture, Network
+from lthbench.protocols import Network
 
-from .initialization import glorot_normal, initialize_parameters, kaiming_normal
+from .initialization import SeededInit, glorot_normal, kaiming_normal
 from .network import prunable_weights
 
 
@@ -41,12 +40,22 @@ def classifier_weight(module: nn.Module, prunable: list[str], model: str) -> str
     raise ValueError(f"timm model {model!r} has no single Linear or Conv2d classifier")
 
 
-class TimmModel(Architecture):
-    """Family entry for timm models, built without pretrained weights."""
+class TimmModel(SeededInit):
+    """Family entry for timm models, built without pretrained weights.
+
+    timm's own initialisation draws from the global random state, so it is
+    replaced: Kaiming-normal convolutions, Glorot-normal linear layers, zero
+    biases, normalization scales one, and embeddings and tokens from a normal
+    with standard deviation 0.02 (see ``initialize_parameters``).
+    Model-specific choices of timm (zero-initialised last BatchNorm of a
+    residual block, small layer scales) are not reproduced.
+    """
 
     name = "timm:*"
     description = "Any timm model by name, e.g. timm:resnet18 (random init; structured pruning not supported)"
     Params = TimmParams
+    conv_init = kaiming_normal
+    linear_init = glorot_normal
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: TimmParams) -> Network:
         """Create ``params.model`` for ``input_shape``; models with a fixed input size get ``img_size``."""
@@ -58,15 +67,3 @@ class TimmModel(Architecture):
         )
         prunable = prunable_weights(module)
         return Network(module, prunable, output=classifier_weight(module, prunable, params.model))
-
-    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
-        """Redraw every parameter from ``generator`` with one rule per layer type.
-
-        timm's own initialisation draws from the global random state, so it is
-        replaced: Kaiming-normal convolutions, Glorot-normal linear layers,
-        zero biases, normalization scales one, and embeddings and tokens from
-        a normal with standard deviation 0.02 (see ``initialize_parameters``).
-        Model-specific choices of timm (zero-initialised last BatchNorm of a
-        residual block, small layer scales) are not reproduced.
-        """
-        initialize_parameters(module, generator, kaiming_normal, glorot_normal)

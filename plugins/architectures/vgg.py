@@ -11,27 +11,28 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
-from lthbench.protocols import Architecture, Network
+from lthbench.protocols import Network
 
-from .initialization import initialize_parameters, kaiming_normal
+from .initialization import SeededInit, kaiming_normal
 from .network import describe, sequential_channel_groups
 
 #: A max-pool in a configuration.
 POOL = "M"
 
 
-class VGG(Architecture):
+class VGG(SeededInit):
     """3x3 convolutions with batch norm and ReLU, max-pools, global average pool, one Linear.
 
     Subclasses set ``config``: the output channels of each convolution, with
     ``"M"`` for a max-pool (the configurations of Simonyan & Zisserman's Table 1
-    without the final pool).
+    without the final pool). Weights are drawn as ResNet's are: Kaiming-normal,
+    zero biases, BatchNorm scale one and shift zero.
     """
 
     config: ClassVar[tuple[int | str, ...]]
+    conv_init = linear_init = kaiming_normal
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: Any) -> Network:
         """Build the network for inputs of at least 16x16 pixels."""
@@ -54,14 +55,6 @@ class VGG(Architecture):
             )
         )
         return describe(module, sequential_channel_groups(features, "features", "fc.weight", 1))
-
-    def initialize(self, module: nn.Module, generator: torch.Generator) -> None:
-        """Kaiming-normal weights, zero biases, BatchNorm scale one and shift zero.
-
-        Scales start at one, PyTorch's and He et al.'s convention (open_lth
-        draws them uniformly from [0, 1) instead).
-        """
-        initialize_parameters(module, generator, kaiming_normal, kaiming_normal)
 
 
 class VGG11(VGG):

@@ -6,6 +6,8 @@ dense runs, and for every seed the pruning rounds of the initializers ``original
 ``reinit`` loses accuracy and learns later. One run fails (its descendants are
 then blocked) and one run is left pending. On request a random-mask control
 cell is added, whose ticket loses accuracy with every round and whose runs all succeed.
+Pruners are given as in TOML (a name or a table with ``name``); each cell's label
+and ``control_of`` are what ``lthbench run`` writes for them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lthbench.config.settings import PluginRef
+from lthbench.registry import default_registry
 from lthbench.store import Store, content_hash
 
 LAYERS = {"fc1.weight": 784 * 300, "fc2.weight": 300 * 100, "fc3.weight": 100 * 10}
@@ -29,14 +33,21 @@ CONFIG = {
 }
 
 
-def _cell(experiment: str, pruner: str, rounds: int) -> dict[str, Any]:
+def _cell(experiment: str, pruner: str | dict[str, Any], rounds: int, previous_release: bool) -> dict[str, Any]:
+    """A cell's ``matrix.json`` entry; ``previous_release`` leaves out ``control_of``, as that release did."""
+    table = {"name": pruner} if isinstance(pruner, str) else dict(pruner)
+    name = table.pop("name")
+    plugin = default_registry().pruner(name)
+    ref = PluginRef(name, plugin.Params(**table))
     training = {"optimizer": "adam", "lr": 0.0012, "iterations": ITERATIONS, "eval_every": EVAL_EVERY}
+    control = {} if previous_release else {"control_of": plugin.mimics(ref.params)}
     return {
-        "cell_id": content_hash([experiment, pruner]),
+        "cell_id": content_hash([experiment, ref.label]),
         "experiment": experiment,
         "architecture": "lenet_300_100",
         "dataset": "mnist",
-        "pruner": pruner,
+        "pruner": ref.label,
+        **control,
         "initializers": list(INITIALIZERS),
         "mode": "iterative",
         "rounds": rounds,
@@ -118,21 +129,24 @@ def write_synthetic_results(
     pruners: tuple[str, ...] = ("layerwise_magnitude", "global_magnitude"),
     seeds: tuple[int, ...] = (0, 1, 2),
     rounds: int = 3,
-    random_control: str | None = None,
+    random_control: str | dict[str, Any] | None = None,
+    previous_release: bool = False,
 ) -> Path:
     """Write the folder under ``root`` and return it.
 
     The ``original`` run of round :data:`FAILED_ROUND`, last seed, last pruner
     fails: its later rounds are blocked. The ``reinit`` run of the last round, first seed,
-    first pruner has no record and is pending. ``random_control`` (a pruner label such as
-    ``random`` or ``random(like=global_magnitude)``) adds one more cell after ``pruners``,
-    every run done, whose ticket is clearly less accurate than any of theirs.
+    first pruner has no record and is pending. ``random_control`` (a pruner such as
+    ``"random"`` or ``{"name": "random", "like": "global_magnitude"}``) adds one more cell after
+    ``pruners``, every run done, whose ticket is clearly less accurate than any of theirs.
+    ``previous_release`` writes ``matrix.json`` without ``control_of``, as stores of the
+    previous release have it.
     """
     store = Store(root)
     cells, runs = [], []
     cell_pruners = (*pruners, random_control) if random_control else pruners
     for pruner_index, pruner in enumerate(cell_pruners):
-        cell = _cell(experiment, pruner, rounds)
+        cell = _cell(experiment, pruner, rounds, previous_release)
         cells.append(cell)
         for seed in seeds:
             dense = {"run_id": content_hash(["dense", seed]), "cell_id": cell["cell_id"], "seed": seed,
@@ -154,7 +168,7 @@ def write_synthetic_results(
     store.write_matrix({
         "schema": 1,
         "benchmark": {"name": "synthetic", "seeds": list(seeds), "source": "benchmarks.toml", "device": "cpu"},
-        "config": CONFIG,
+        "config": {**CONFIG, "experiment": [{"name": experiment, "pruner": list(cell_pruners)}]},
         "versions": {"lthbench": "0.1.0", "torch": "2.11.0", "python": "3.12.0"},
         "git_commit": "0123456789abcdef",
         "started": "2025-01-01T10:00:00",

@@ -28,16 +28,19 @@ PRUNERS = {pruner.name: pruner for pruner in lthbench_pruners()}
 
 def make_context(network: Network, rate: float, output_rate: float | None = None,
                  masks: dict[str, torch.Tensor] | None = None, seed: int = 0) -> PruningContext:
-    """A context over the network's current weights; ``delegate`` runs a built-in pruner with default params."""
+    """A context over the network's current weights; ``delegate`` runs a built-in pruner with default params.
+
+    ``output_rate`` defaults to half of ``rate``, as the engine's does when the schedule names none.
+    """
     context = PruningContext(
         network=network,
         weights={name: p.detach() for name, p in network.module.named_parameters()},
         masks=full_masks(network) if masks is None else masks,
         rate=rate,
-        output_rate=output_rate,
+        output_rate=rate / 2 if output_rate is None else output_rate,
         generator=torch.Generator().manual_seed(seed),
+        delegate=lambda name: PRUNERS[name].prune(context, PRUNERS[name].Params()),
     )
-    context.delegate = lambda name: PRUNERS[name].prune(context, PRUNERS[name].Params())
     return context
 
 
@@ -79,9 +82,9 @@ def test_layerwise_prunes_each_layer_at_its_rate_and_the_output_layer_at_output_
     }
 
 
-def test_layerwise_output_rate_none_is_half_the_rate():
+def test_layerwise_prunes_the_output_layer_at_the_contexts_output_rate_not_at_the_rate():
     network = paper_mlp()
-    masks = LayerwiseMagnitude().prune(make_context(network, rate=0.5, output_rate=None), LayerwiseParams())
+    masks = LayerwiseMagnitude().prune(make_context(network, rate=0.5, output_rate=0.25), LayerwiseParams())
     assert masks["out.weight"].tolist() == [[True, True], [False, True]]  # 0.25: one of four, not two
     masks = LayerwiseMagnitude().prune(make_context(network, rate=0.5, output_rate=0.75), LayerwiseParams())
     assert masks["out.weight"].tolist() == [[False, False], [False, True]]  # only 0.95 survives
@@ -363,3 +366,14 @@ def test_random_refuses_to_mimic_a_structured_pruner():
 
 def test_the_plugin_registers_the_four_pruners():
     assert sorted(PRUNERS) == ["global_magnitude", "l1_filter", "layerwise_magnitude", "random"]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "expected"),
+    [("random", RandomParams(), "layerwise_magnitude"), ("random", RandomParams(like="global_magnitude"),
+                                                         "global_magnitude"),
+     ("layerwise_magnitude", LayerwiseParams(), None), ("global_magnitude", GlobalParams(), None),
+     ("l1_filter", None, None)],
+)
+def test_the_random_control_names_the_pruner_it_mimics_and_no_other_pruner_is_a_control(name, params, expected):
+    assert PRUNERS[name].mimics(params) == expected

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from lthbench.cli import main
-from lthbench.report.publish import finding, report_metadata, write_index
-from lthbench.report.html import report_command
-from lthbench.report.results import load_results
-from lthbench.report.stats import comparison_table, verdicts
+from lthbench.report.publish import finding, report_command, report_metadata, write_index
+from lthbench.report.results import read_folder, tidy_frame
+from lthbench.report.stats import comparison_table, random_mask_controls, verdicts
 from helpers.synthetic_results import write_synthetic_results
 
 
@@ -19,24 +18,26 @@ class NoSections:
 
 def test_finding_counts_levels_per_cell():
     judged = pd.DataFrame([
-        {"experiment": "lenet", "pruner": "lw", "round": r, "weights_remaining": w, "comparison": c, "verdict": v}
+        {"cell_id": "c1", "experiment": "lenet", "pruner": "lw", "round": r, "weights_remaining": w,
+         "comparison": c, "verdict": v}
         for r, w in ((1, 0.8), (2, 0.64))
         for c, v in (("vs dense", "winning ticket" if r == 1 else "not a winning ticket: lower accuracy"),
                      ("vs reinit", "ticket beats reinit"))
     ])
-    assert finding(judged) == ("lenet · lw (down to 64.0% weights): winning ticket at 1/2 levels, "
-                               "ticket beats reinit at 2/2 levels")
-    assert finding(judged.iloc[0:0]) == "no comparison could be made"
+    frame = pd.DataFrame({"cell_id": ["c1", "c2"], "control_of": [None, "lw"]})
+    assert finding(judged, frame) == ("lenet · lw (down to 64.0% weights): winning ticket at 1/2 levels, "
+                                      "ticket beats reinit at 2/2 levels")
+    assert finding(judged.iloc[0:0], frame) == "no comparison could be made"
     # a random-mask control cell is reported through the cell it mimics, not as a cell of its own
-    control = judged.assign(pruner="random(like=lw)")
-    assert finding(pd.concat([judged, control])) == finding(judged)
+    control = judged.assign(cell_id="c2", pruner="random(like=lw)")
+    assert finding(pd.concat([judged, control]), frame) == finding(judged, frame)
 
 
 def test_finding_counts_the_levels_where_the_ticket_beats_its_random_mask(tmp_path):
-    frame = load_results([write_synthetic_results(tmp_path / "results", random_control="random")])
+    frame = tidy_frame([read_folder(write_synthetic_results(tmp_path / "results", random_control="random"))])
     assert ("lenet · layerwise_magnitude (down to 51.3% weights): winning ticket at 3/3 levels, "
             "ticket beats reinit at 2/3 levels, ticket beats random mask at 3/3 levels;") in finding(
-        verdicts(comparison_table(frame)))
+        verdicts(comparison_table(frame, random_mask_controls(frame))), frame)
 
 
 def test_index_lists_each_report_with_its_metadata(tmp_path, capsys):

@@ -18,8 +18,9 @@ from helpers.synthetic_results import FAILURE, write_synthetic_results
 
 from lthbench.errors import UserError
 from lthbench.report.figures import metric_figure
-from lthbench.report.html import censoring_note, format_p, format_value, report_command
-from lthbench.report.results import load_results
+from lthbench.report.html import censoring_note, format_p, format_value
+from lthbench.report.publish import report_command
+from lthbench.report.results import read_folder, tidy_frame
 from lthbench.report.stats import ACCURACY, ITERATION
 
 INJECTED = "lenet <script>document.title='pwned'</script>"
@@ -52,6 +53,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- loading
+
+def load_results(paths: list) -> pd.DataFrame:
+    """The tidy frame of result folders, as ``lthbench report`` reads them."""
+    return tidy_frame([read_folder(path) for path in paths])
+
 
 def test_dense_run_appears_under_every_cell_that_uses_it(report):
     frame = load_results([report["results"]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 from scipy import stats as scipy_stats
 from helpers.synthetic_results import write_synthetic_results
 
-from lthbench.report.results import load_results
+from lthbench.report.results import read_folder, tidy_frame
 from lthbench.report.stats import (
     ACCURACY,
     ITERATION,
@@ -21,10 +22,12 @@ from lthbench.report.stats import (
     comparison_table,
     hedges_g,
     holm,
-    mimicked_pruner,
     paired_t,
+    random_mask_controls,
     verdicts,
 )
+
+GOLDEN_STORE = Path(__file__).parents[1] / "golden" / "store"
 
 
 def test_welch_t_and_p_match_the_hand_formula():
@@ -58,7 +61,7 @@ def test_the_comparison_table_pairs_every_comparison_by_seed():
     frame = _frame(ticket=0.975, reinit=0.95, seeds=4)
     ticket = frame["initializer"] == "original"
     frame.loc[ticket, ACCURACY] += 0.001 * frame.loc[ticket, "seed"] ** 2  # differences that vary by seed
-    table = comparison_table(frame)
+    table = comparison_table(frame, {})
     assert set(table["n_pairs"]) == {4}
     accuracy = table[table["metric"] == ACCURACY]
     assert accuracy["paired_p"].notna().all() and (accuracy["paired_p"] < accuracy["welch_p"]).all()
@@ -161,7 +164,7 @@ def _frame(ticket: float, reinit: float, dense: float = 0.97, ticket_iteration: 
 
 
 def _verdict(frame: pd.DataFrame, comparison: str, round_: int = 1) -> str:
-    judged = verdicts(comparison_table(frame))
+    judged = verdicts(comparison_table(frame, {}))
     row = judged[(judged["comparison"] == comparison) & (judged["round"] == round_)]
     return row["verdict"].item()
 
@@ -188,7 +191,7 @@ def test_ticket_below_dense_or_later_is_not_a_winning_ticket():
 
 
 def test_the_dense_verdict_reads_the_welch_interval_not_the_bootstrap_one():
-    table = comparison_table(_frame(ticket=0.975, reinit=0.95))
+    table = comparison_table(_frame(ticket=0.975, reinit=0.95), {})
     accuracy = (table["metric"] == ACCURACY) & (table["group_b"] == "dense") & (table["round"] == 1)
     table.loc[accuracy, ["ci_low", "ci_high"]] = [-0.02, -0.01]  # the bootstrap alone would say "below dense"
     judged = verdicts(table)
@@ -208,20 +211,20 @@ def test_too_few_seeds_give_no_verdict():
 def test_runs_not_done_are_left_out():
     frame = _frame(ticket=0.975, reinit=0.95, seeds=3)
     frame.loc[(frame["initializer"] == "original") & (frame["seed"] == 0), "status"] = "failed"
-    table = comparison_table(frame)
+    table = comparison_table(frame, {})
     assert set(table["n_a"]) == {2}
     assert set(table["note"]) == {NOT_ENOUGH_SEEDS}
 
 
 def test_comparison_table_differences_are_ticket_minus_other():
-    table = comparison_table(_frame(ticket=0.975, reinit=0.95))
+    table = comparison_table(_frame(ticket=0.975, reinit=0.95), {})
     row = table[(table["metric"] == ACCURACY) & (table["group_b"] == "reinit") & (table["round"] == 1)].iloc[0]
     assert (row["group_a"], row["diff"]) == ("original", pytest.approx(0.025))
     assert row["weights_remaining"] == pytest.approx(0.8)
 
 
 def test_holm_family_spans_the_rounds_of_one_comparison():
-    table = comparison_table(_frame(ticket=0.975, reinit=0.95, rounds=3))
+    table = comparison_table(_frame(ticket=0.975, reinit=0.95, rounds=3), {})
     family = table[(table["metric"] == ACCURACY) & (table["group_b"] == "reinit")]
     np.testing.assert_allclose(family["p_holm"], holm(family["welch_p"]))
     assert len(family) == 3
@@ -231,23 +234,14 @@ def test_holm_family_spans_the_rounds_of_one_comparison():
 
 def _synthetic(tmp_path, **options) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The results frame of a synthetic folder and its comparison table."""
-    frame = load_results([write_synthetic_results(tmp_path / "results", **options)])
-    return frame, comparison_table(frame)
+    frame = tidy_frame([read_folder(write_synthetic_results(tmp_path / "results", **options))])
+    return frame, comparison_table(frame, random_mask_controls(frame))
 
 
 def _ticket_mean(frame: pd.DataFrame, pruner: str, round_: int, column: str = ACCURACY) -> float:
     """Mean of ``column`` over the done ticket runs of the cell pruned by ``pruner``, at ``round_``."""
     rows = frame[(frame["pruner"] == pruner) & (frame["initializer"] == "original") & (frame["round"] == round_)]
     return rows.loc[rows["status"] == "done", column].mean()
-
-
-@pytest.mark.parametrize(
-    ("label", "expected"),
-    [("random", "layerwise_magnitude"), ("random(like=global_magnitude)", "global_magnitude"),
-     ("layerwise_magnitude", None), ("random_walk", None)],
-)
-def test_random_control_label_names_the_pruner_it_mimics(label, expected):
-    assert mimicked_pruner(label) == expected
 
 
 def test_reference_ticket_is_compared_with_the_random_mask_ticket_at_every_round(tmp_path):
@@ -274,8 +268,13 @@ def test_random_cell_keeps_its_own_comparisons(tmp_path):
     assert set(table.loc[table["pruner"] == "random", "group_b"]) == {"reinit", "dense"}
 
 
-def test_random_control_with_like_maps_to_that_pruners_cell(tmp_path):
-    _, table = _synthetic(tmp_path, random_control="random(like=global_magnitude)")
+LIKE_GLOBAL = {"name": "random", "like": "global_magnitude"}
+
+
+@pytest.mark.parametrize("previous_release", [False, True], ids=["control_of", "matrix-without-control_of"])
+def test_random_control_with_like_maps_to_that_pruners_cell(tmp_path, previous_release):
+    """A matrix.json of the previous release has no ``control_of``: the installed pruner plugin supplies it."""
+    _, table = _synthetic(tmp_path, random_control=LIKE_GLOBAL, previous_release=previous_release)
     rows = table[(table["group_b"] == RANDOM_MASK) & (table["metric"] == ACCURACY)]
     assert set(rows["pruner"]) == {"global_magnitude"}
     assert list(rows["n_a"]) == [3, 2, 2] and set(rows["n_b"]) == {3}  # a ticket run of this cell fails in round 2
@@ -288,3 +287,15 @@ def test_random_control_without_its_reference_cell_adds_nothing(tmp_path):
     _, table = _synthetic(tmp_path, pruners=("global_magnitude",), random_control="random")
     assert set(table["group_b"]) == {"reinit", "dense"}
     assert set(table["pruner"]) == {"global_magnitude", "random"}
+
+
+def test_a_store_of_the_previous_release_still_compares_its_ticket_with_its_random_mask():
+    """tests/golden/store's matrix.json has no ``control_of``; its ``random`` cell is the control of layerwise."""
+    frame = tidy_frame([read_folder(GOLDEN_STORE)])
+    controls = random_mask_controls(frame)
+    cell_of = frame.drop_duplicates("cell_id").set_index("pruner")["cell_id"]
+    assert controls == {cell_of["layerwise_magnitude"]: cell_of["random"]}
+    rows = comparison_table(frame, controls)
+    rows = rows[(rows["group_b"] == RANDOM_MASK) & (rows["metric"] == ACCURACY)]
+    assert set(rows["pruner"]) == {"layerwise_magnitude"} and list(rows["round"]) == [1, 2]
+    assert set(rows["n_a"]) == {2} and set(rows["n_b"]) == {2}
