@@ -171,7 +171,7 @@ def _benchmark_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
 
 
 def _merge(defaults: dict[str, Any], experiment: dict[str, Any]) -> dict[str, Any]:
-    """An experiment's table over ``[defaults]``: its keys win, and its training and schedule tables merge key by key."""
+    """An experiment's table over ``[defaults]``: its keys win; its training and schedule tables merge key by key."""
     merged = dict(defaults)
     for key, value in experiment.items():
         if key in ("training", "schedule") and isinstance(value, dict):

@@ -227,7 +227,8 @@ def test_run_refuses_an_unknown_device_and_an_output_folder_it_cannot_create(tmp
     assert main(run + ["--devices", "cpu,foo"]) == 2
     assert "--devices: 'foo' is not a device; give cpu, cuda or cuda:N" in capsys.readouterr().err
     assert main(run + ["--device", "gpu"]) == 2
-    assert capsys.readouterr().err.strip() == "lthbench: error: --device: 'gpu' is not allowed; use auto, cpu, cuda or cuda:N"
+    err = capsys.readouterr().err.strip()
+    assert err == "lthbench: error: --device: 'gpu' is not allowed; use auto, cpu, cuda or cuda:N"
     (tmp_path / "a-file").write_text("")
     assert main(run + ["--output", str(tmp_path / "a-file" / "out")]) == 2
     err = capsys.readouterr().err

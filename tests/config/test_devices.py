@@ -30,3 +30,15 @@ def test_auto_means_the_first_gpu_if_there_is_one():
 def test_visible_devices_name_every_gpu_for_cuda():
     assert visible_devices("cpu") == ["cpu"] and visible_devices("cuda:1") == ["cuda:1"]
     assert visible_devices("cuda") == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+@pytest.mark.parametrize("command", [["bench"], ["run", "matrix.toml"]])
+def test_the_command_line_refuses_a_device_outside_the_grammar(command, tmp_path, monkeypatch, capsys):
+    from lthbench.cli import main
+    from helpers import tiny_matrix
+
+    monkeypatch.chdir(tmp_path)
+    tiny_matrix.write_matrix(tmp_path)
+    assert main([*command, "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.strip() == ("lthbench: error: --device: 'gpu' is not allowed; "
+                                               "use auto, cpu, cuda or cuda:N")
