@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from lthbench.run.status import RECORDED, RunStatus
+
 
 def content_hash(key: Any) -> str:
     """A stable 16-hex-digit hash of a JSON-serialisable description."""
@@ -149,6 +151,12 @@ class Store:
         """The stored record of a run, or ``None`` if it has none (or a corrupt one)."""
         record = read_json(self.run_dir(run_id) / "record.json")
         return record if isinstance(record, dict) and record.get("run_id") == run_id else None
+
+    def status(self, run_id: str) -> RunStatus | None:
+        """The status of a run's record (``done``, ``diverged`` or ``failed``); ``None`` if it has no record."""
+        record = self.record(run_id)
+        status = record.get("status") if record is not None else None
+        return RunStatus(status) if isinstance(status, str) and status in RECORDED else None
 
     def write_record(self, run_id: str, record: dict[str, Any]) -> None:
         """Store a run's record atomically; from then on the run counts as finished."""

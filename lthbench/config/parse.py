@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 import tomllib
 import types
 import typing
@@ -13,13 +12,14 @@ from typing import Any
 
 from lthbench.errors import ConfigError, PluginError, UserError, suggest
 from lthbench.registry import Registry
-from lthbench.config.settings import Benchmark, Cell, PluginRef, Schedule, Training
+from lthbench.run.plan import rewind_iteration
+from lthbench.config.devices import DEVICE_CHOICES, is_device
+from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Schedule, Training
 
 BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
 TOP_KEYS = {"benchmark", "defaults", "experiment"}
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 class _Source:
@@ -144,6 +144,7 @@ def _require_table(value: Any, where: str, src: _Source) -> dict[str, Any]:
 
 
 def _benchmark_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
+    """The checked ``[benchmark]`` table with its defaults filled in: the keyword arguments of :class:`Benchmark`."""
     table = _require_table(raw.get("benchmark", {}), "benchmark", src)
     _check_keys(table, BENCHMARK_KEYS, "benchmark", src)
     name = table.get("name")
@@ -157,8 +158,8 @@ def _benchmark_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
     if len(set(seeds)) != len(seeds):
         raise src.error("benchmark.seeds", f"{seeds!r} repeats a seed; each seed must appear once")
     device = table.get("device", "auto")
-    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
-        raise src.error("benchmark.device", f"{device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+    if not is_device(device):
+        raise src.error("benchmark.device", f"{device!r} is not allowed; use {DEVICE_CHOICES}")
     output = table.get("output", f"results/{name}")
     download = table.get("download", False)
     data_root = table.get("data_root", "")
@@ -170,6 +171,7 @@ def _benchmark_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
 
 
 def _merge(defaults: dict[str, Any], experiment: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's table over ``[defaults]``: its keys win; its training and schedule tables merge key by key."""
     merged = dict(defaults)
     for key, value in experiment.items():
         if key in ("training", "schedule") and isinstance(value, dict):
@@ -182,13 +184,19 @@ def _merge(defaults: dict[str, Any], experiment: dict[str, Any]) -> dict[str, An
 def _experiment_cells(
     exp: dict[str, Any], where: str, src: _Source, registry: Registry
 ) -> list[Cell]:
+    """The cells of one experiment (merged with the defaults): one per architecture × dataset × pruner × training.
+
+    Plugin references and settings are validated on the way, and so is
+    every initializer's rewind point against a training given in
+    iterations; each error names the experiment's key.
+    """
     for key in ("dataset", "architecture", "pruner"):
         if key not in exp:
             raise src.error(f"{where}.{key}", "missing; give it in the experiment or in [defaults]")
     name = exp["name"]
     schedule = build_dataclass(Schedule, _require_table(exp.get("schedule", {}), f"{where}.schedule", src),
                                f"{where}.schedule", src)
-    initializer_specs = _as_list(exp.get("initializer", ["original"]))
+    initializer_specs = _as_list(exp.get("initializer", [TICKET]))
     if not initializer_specs:
         raise src.error(f"{where}.initializer", "an empty list trains nothing after the dense run; name at least one")
     initializers = tuple(
@@ -218,9 +226,10 @@ def _experiment_cells(
     ):
         training = build_dataclass(Training, overrides, f"{where}.training", src)
         for i, ref in enumerate(initializers):
-            if not training.epochs and ref.stated_iteration > training.iterations:
+            rewinds_to = 0 if training.epochs else rewind_iteration(ref, registry)
+            if rewinds_to > training.iterations:
                 raise src.error(f"{where}.initializer[{i}]", f"{ref.label} rewinds to iteration "
-                                f"{ref.stated_iteration}, after the end of training (iterations = {training.iterations})")
+                                f"{rewinds_to}, after the end of training (iterations = {training.iterations})")
         cells.append(Cell(name, arch, data, pruner, initializers, schedule, training, overrides))
     return cells
 

@@ -11,6 +11,15 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")
 MODES = ("iterative", "one_shot")
 PRECISIONS = ("fp32", "bf16")
+#: The initializer that resets survivors to θ₀ (the winning ticket): a cell's default mask source.
+TICKET = "original"
+
+
+def _check(settings: object, checks: list[tuple[bool, str, str]]) -> None:
+    """Raise ``ValueError`` naming the first key whose check fails and what it must be."""
+    for ok, key, allowed in checks:
+        if not ok:
+            raise ValueError(f"{key} = {getattr(settings, key)!r} is not allowed; it must be {allowed}")
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,7 @@ class Training:
             (self.test_subset >= 0, "test_subset", "non-negative (0 = all)"),
             (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
         ]
-        for ok, key, allowed in checks:
-            if not ok:
-                raise ValueError(f"{key} = {getattr(self, key)!r} is not allowed; it must be {allowed}")
+        _check(self, checks)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov = true needs optimizer = 'sgd' and a momentum above 0")
 
@@ -84,14 +91,12 @@ class Schedule:
     mask_source: str = ""
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode = {self.mode!r} is not allowed; it must be one of {', '.join(MODES)}")
-        if self.rounds < 1:
-            raise ValueError(f"rounds = {self.rounds!r} is not allowed; it must be at least 1")
-        if not 0 < self.rate < 1:
-            raise ValueError(f"rate = {self.rate!r} is not allowed; it must be in (0, 1)")
-        if self.output_rate is not None and not 0 <= self.output_rate < 1:
-            raise ValueError(f"output_rate = {self.output_rate!r} is not allowed; it must be in [0, 1)")
+        _check(self, [
+            (self.mode in MODES, "mode", f"one of {', '.join(MODES)}"),
+            (self.rounds >= 1, "rounds", "at least 1"),
+            (0 < self.rate < 1, "rate", "in (0, 1)"),
+            (self.output_rate is None or 0 <= self.output_rate < 1, "output_rate", "in [0, 1)"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -118,16 +123,6 @@ class PluginRef:
         ]
         return f"{self.name}({', '.join(changed)})" if changed else self.name
 
-    @property
-    def stated_iteration(self) -> int:
-        """The iteration this plugin's parameters name (``iteration = k``, as a rewinding initializer's do); 0 if none.
-
-        An iteration given in epochs depends on the data set's size and is
-        not known here.
-        """
-        k = getattr(self.params, "iteration", None)
-        return k if isinstance(k, int) and k > 0 else 0
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -149,7 +144,12 @@ class Cell:
         names = [ref.name for ref in self.initializers]
         if self.schedule.mask_source:
             return self.schedule.mask_source
-        return "original" if "original" in names else names[0]
+        return TICKET if TICKET in names else names[0]
+
+    @property
+    def label(self) -> str:
+        """The training keys this cell overrides in its experiment, as ``key=value, ...`` (empty when none)."""
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items())
 
 
 @dataclass(frozen=True)

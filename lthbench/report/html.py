@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any
 
 import jinja2
@@ -18,9 +19,10 @@ import pandas as pd
 from lthbench.report.figures import SvgFigure, figure_set
 from lthbench.report.results import ResultFolder
 from lthbench.report.stats import ACCURACY, DENSE, ITERATION, TICKET, random_mask_runs
+from lthbench.run.status import FAILURES, RunStatus
 
 TEMPLATE = "report.html.j2"
-STATUSES = ("done", "failed", "diverged", "blocked", "pending")
+STATUSES = (RunStatus.DONE, RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.BLOCKED, RunStatus.PENDING)
 METRIC_TITLES = {ACCURACY: "Test accuracy at early stop (%)", ITERATION: "Early-stop iteration"}
 
 
@@ -176,7 +178,7 @@ def _summary(folders: list[ResultFolder], frame: pd.DataFrame) -> dict[str, Any]
     }
 
 
-def _problem_runs(frame: pd.DataFrame, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+def _problem_runs(frame: pd.DataFrame, statuses: Collection[str]) -> list[dict[str, Any]]:
     """Runs with one of ``statuses``, each once, with every experiment that uses it."""
     rows = frame[frame["status"].isin(statuses)]
     experiments = rows.groupby("run_id", sort=False)["experiment"].agg(lambda names: ", ".join(dict.fromkeys(names)))
@@ -214,8 +216,8 @@ def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.Da
         cells=cells,
         metric_titles=METRIC_TITLES,
         ticket=TICKET,
-        failed=_problem_runs(frame, ("failed", "diverged")),
-        blocked=_problem_runs(frame, ("blocked",)),
+        failed=_problem_runs(frame, FAILURES),
+        blocked=_problem_runs(frame, (RunStatus.BLOCKED,)),
         sections=sections,
         published=published,
     )

@@ -22,10 +22,10 @@ import pandas as pd
 from lthbench.config.settings import PluginRef
 from lthbench.errors import PluginError, UserError
 from lthbench.registry import default_registry
+from lthbench.run.plan import CELL_FIELDS, SCHEMA
+from lthbench.run.status import RunStatus, derive_statuses
 from lthbench.store import Store
 
-SCHEMA = 1
-STOPPED = frozenset({"failed", "diverged", "blocked"})
 RESULT_COLUMNS = [
     "experiment", "architecture", "dataset", "training", "pruner", "initializer", "seed", "round",
     "weights_remaining", "early_stop_iteration", "iterations", "early_stop_test_accuracy", "final_test_accuracy",
@@ -80,7 +80,7 @@ def tidy_frame(folders: Iterable[ResultFolder]) -> pd.DataFrame:
     """One row per (cell, run) over all ``folders``; a run stored in two folders counts once."""
     frame = pd.DataFrame([row for folder in folders for row in _rows(folder)], columns=RESULT_COLUMNS)
     # When the same run appears in several folders, keep a copy that has a record.
-    unfinished = frame["status"].isin(["pending", "blocked"])
+    unfinished = frame["status"].isin([RunStatus.PENDING, RunStatus.BLOCKED])
     frame = frame.loc[unfinished.sort_values(kind="stable").index]
     frame = frame.drop_duplicates(["cell_id", "run_id"]).sort_index()
     return frame.reset_index(drop=True)
@@ -96,11 +96,8 @@ def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
         record = folder.records.get(run["run_id"], {})
         status, error = statuses[run["run_id"]]
         yield {
-            "experiment": cell.get("experiment"),
-            "architecture": cell.get("architecture"),
-            "dataset": cell.get("dataset"),
+            **{field: cell.get(field) for field in CELL_FIELDS},
             "training": cell.get("label") or "",
-            "pruner": cell.get("pruner"),
             "initializer": run["initializer"],
             "seed": run["seed"],
             "round": run["round"],
@@ -116,7 +113,6 @@ def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
             "device": record.get("device"),
             "run_id": run["run_id"],
             "cell_id": run["cell_id"],
-            "mode": cell.get("mode"),
             "rate": cell.get("rate"),
             "control_of": controls[run["cell_id"]],
             "folder": str(folder.path),
@@ -150,21 +146,8 @@ def _control_of(cell: dict[str, Any], config: dict[str, Any]) -> str | None:
 
 
 def _statuses(runs: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
-    """Status and error of every run; runs without a record are ``blocked`` or ``pending``."""
-    depends_on = {run["run_id"]: run.get("depends_on") or [] for run in runs}
-    resolved: dict[str, tuple[str, str | None]] = {}
-
-    def resolve(run_id: str) -> tuple[str, str | None]:
-        if run_id in resolved:
-            return resolved[run_id]
-        if run_id in records:
-            result = (records[run_id].get("status", "failed"), records[run_id].get("error"))
-        else:
-            stopped = [(dep, resolve(dep)[0]) for dep in depends_on.get(run_id, []) if resolve(dep)[0] in STOPPED]
-            reason = f"not run: it depends on run {stopped[0][0]} ({stopped[0][1]})" if stopped else None
-            result = ("blocked" if stopped else "pending", reason)
-        resolved[run_id] = result
-        return result
-
-    return {run_id: resolve(run_id) for run_id in depends_on}
-
+    """Status and error of every run: a record's own, else ``blocked`` (with the reason) or ``pending``."""
+    derived = derive_statuses({run["run_id"]: run.get("depends_on") or [] for run in runs},
+                              {run_id: record.get("status", RunStatus.FAILED) for run_id, record in records.items()})
+    return {run_id: (status, records[run_id].get("error") if run_id in records else reason)
+            for run_id, (status, reason) in derived.items()}

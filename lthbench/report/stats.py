@@ -54,8 +54,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-TICKET = "original"
-DENSE = "dense"
+from lthbench.config.settings import TICKET
+from lthbench.run.plan import DENSE
+
 RANDOM_MASK = "random mask"
 ACCURACY = "early_stop_test_accuracy"
 ITERATION = "early_stop_iteration"

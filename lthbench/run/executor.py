@@ -1,33 +1,13 @@
 """Where runs execute: the boundary between the scheduler and the machines.
 
-The scheduler (:mod:`lthbench.run.scheduler`) decides *what* runs *when*: it
-submits a run once the records of the runs it depends on exist, and reacts
-to outcomes. It submits *groups*: a tuple of one run, or of several runs
-that train together in one batched step (see
-:func:`lthbench.lottery.execute.batch_key`). An executor decides *where*; it
-implements three methods:
-
-``submit(group)``
-    Start (or queue) one group. At most ``capacity`` groups are in flight:
-    a group is in flight until the outcomes of all its runs are returned.
-``wait(timeout, on_progress) -> list[Outcome]``
-    Block until some submitted groups end, or ``timeout`` seconds pass;
-    return the outcomes of their runs (possibly none), all the outcomes of
-    a group at once. Progress reports that arrive meanwhile go to
-    ``on_progress``.
-``shutdown()``
-    Stop every worker. Runs cut short keep their checkpoints; the next
-    ``lthbench run`` continues them.
-
-Whatever process trains a group calls
-:func:`lthbench.run.worker.perform_group`, which locks its runs, trains them
-and writes their records into the shared output folder. A cluster backend
-therefore submits jobs that build a :class:`~lthbench.lottery.execute.Workspace` on
-the node and call ``perform_group``; it
-needs nothing from the lottery code. Two executors ship here:
-:class:`InProcessExecutor` (one run at a time, in this process) and
-:class:`lthbench.run.pool.LocalExecutor` (worker processes, one or
-more per device).
+The scheduler (:mod:`lthbench.run.scheduler`) decides *what* runs *when* and
+submits *groups*: one run, or several that train together in one batched
+step (see :func:`lthbench.lottery.execute.batch_key`). An executor decides
+*where* (the three methods of :class:`Executor`). Whatever process trains a
+group calls :func:`lthbench.run.worker.perform_group`, which locks its runs,
+trains them and writes their records into the shared output folder; a
+cluster backend therefore needs nothing from the lottery code. Two executors
+ship: :class:`InProcessExecutor` and :class:`lthbench.run.pool.LocalExecutor`.
 """
 
 from __future__ import annotations
@@ -52,13 +32,16 @@ class Executor(Protocol):
     capacity: int
 
     def submit(self, group: Group) -> None:
-        """Start or queue one group of runs whose dependencies are finished."""
+        """Start or queue one group of runs whose dependencies are finished (in flight until all its outcomes return)."""
 
     def wait(self, timeout: float, on_progress: ProgressCallback) -> list[Outcome]:
-        """Outcomes of the runs of groups that ended, after blocking up to ``timeout`` seconds for one."""
+        """Outcomes of the runs of groups that ended (a group's all at once), blocking up to ``timeout`` seconds.
+
+        Progress reports that arrive meanwhile go to ``on_progress``.
+        """
 
     def shutdown(self) -> None:
-        """Stop all workers, keeping finished records and the latest checkpoints."""
+        """Stop all workers; runs cut short keep their checkpoints, which the next ``lthbench run`` continues."""
 
 
 class InProcessExecutor:

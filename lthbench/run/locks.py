@@ -37,12 +37,13 @@ def _start_time(pid: int) -> str:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
+    # Field 22 of /proc/<pid>/stat (starttime), counted after the command name, which may hold spaces or ")".
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def holder_identity(pid: int | None = None) -> dict[str, Any]:
-    """What a lock file says about the process holding it."""
-    pid = os.getpid() if pid is None else pid
+def holder_identity() -> dict[str, Any]:
+    """What a lock file says about this process, its holder."""
+    pid = os.getpid()
     return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "started": _start_time(pid)}
 
 

@@ -10,15 +10,28 @@ Display names (the experiment's name), the number of rounds and the other
 initializers of the cell are not part of it: adding rounds, seeds, a control
 or a rewinding point reuses the finished runs (θ_k of a rewinding point added
 later is recomputed from θ₀ by :func:`lthbench.lottery.execute.prepare_run`).
+
+The iteration arithmetic of a run outside training lives here too: how long
+it trains (:func:`training_length`) and where it starts (:func:`start_iteration`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from lthbench.config.settings import Benchmark, Cell, PluginRef
+from lthbench.config.settings import Benchmark, Cell, PluginRef, Training
+from lthbench.registry import Registry
 from lthbench.store import content_hash
+from lthbench.train.loop import total_iterations
+
+#: Version of the layout of ``matrix.json`` and of run records; a reader refuses any other.
+SCHEMA = 1
+#: The initializer label of a chain's dense run (round 0).
+DENSE = "dense"
+#: The fields that describe a cell in ``matrix.json``, in records and in report rows.
+CELL_FIELDS = ("experiment", "architecture", "dataset", "pruner", "mode")
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,14 @@ class RunSpec:
 
     @property
     def initializer_label(self) -> str:
-        """``dense`` for round 0, else the initializer's label."""
-        return self.initializer.label if self.initializer else "dense"
+        """:data:`DENSE` for round 0, else the initializer's label."""
+        return self.initializer.label if self.initializer else DENSE
+
+
+def cell_fields(cell: Cell) -> dict[str, Any]:
+    """A cell in words (:data:`CELL_FIELDS`): its experiment, the labels of its plugins and its pruning mode."""
+    return dict(zip(CELL_FIELDS, (cell.experiment, cell.architecture.label, cell.dataset.label, cell.pruner.label,
+                                  cell.schedule.mode)))
 
 
 def cell_key(cell: Cell) -> dict:
@@ -76,6 +95,12 @@ def _run_key(cell: Cell, seed: int, round_: int, ref: PluginRef, parent: str, de
 
 
 def _dense_key(cell: Cell, seed: int) -> dict:
+    """What determines a dense run's result: the network, the data and the training, with the seed.
+
+    Pruner, schedule and initializers are left out, as a dense run trains
+    before any pruning: cells that differ only in those share their dense
+    runs (and every cell of the same network and training reuses them).
+    """
     return {
         "round": 0,
         "seed": seed,
@@ -105,15 +130,59 @@ def chain_runs(cell: Cell, seed: int) -> list[RunSpec]:
     return runs
 
 
-def stated_start_iteration(run: RunSpec) -> int:
-    """The iteration a run starts training at, where its initializer states it in iterations (``iteration = k``).
-
-    Rewinding by epochs depends on the data set's size, so such runs (and
-    every other run) count from 0 here.
-    """
-    return run.initializer.stated_iteration if run.initializer else 0
+def cell_runs(benchmark: Benchmark) -> list[RunSpec]:
+    """The runs of every cell, chain by chain (cells in file order, then seeds); a shared dense run once per cell."""
+    return [run for cell in benchmark.cells for seed in benchmark.seeds for run in chain_runs(cell, seed)]
 
 
 def plan_runs(benchmark: Benchmark) -> list[RunSpec]:
-    """Every run of the matrix, chain by chain (cells in file order, then seeds)."""
-    return [run for cell in benchmark.cells for seed in benchmark.seeds for run in chain_runs(cell, seed)]
+    """Every run of the matrix once, where it first appears in :func:`cell_runs` (dependencies first)."""
+    unique: dict[str, RunSpec] = {}
+    for run in cell_runs(benchmark):
+        unique.setdefault(run.run_id, run)
+    return list(unique.values())
+
+
+def runs_to_train(benchmark: Benchmark) -> list[RunSpec]:
+    """The runs of :func:`plan_runs`, a dense run shared by cells taken as the last of those cells' run.
+
+    That cell's initializers choose the θ_k its dense run saves (the other
+    cells' are recomputed when needed), and its record names that cell.
+    """
+    last = {run.run_id: run for run in cell_runs(benchmark)}
+    return [last[run.run_id] for run in plan_runs(benchmark)]
+
+
+def iterations_per_epoch(training: Training, train_size: int | None = None) -> int | None:
+    """Full batches per pass over ``train_size`` training images (validation held out); ``None`` where unknown.
+
+    Without ``train_size``, ``train_subset`` less the validation images
+    gives it; a run over a whole data set needs the data set loaded.
+    """
+    if train_size is None:
+        if not training.train_subset:
+            return None
+        train_size = training.train_subset - training.validation_size
+    return max(1, train_size // training.batch_size)
+
+
+def training_length(training: Training, train_size: int | None = None) -> int | None:
+    """Training iterations of a run from its start; ``None`` for epochs over a data set of unknown size."""
+    per_epoch = iterations_per_epoch(training, train_size)
+    if training.epochs and per_epoch is None:
+        return None
+    return total_iterations(training, per_epoch or 0)
+
+
+def rewind_iteration(ref: PluginRef, registry: Registry, per_epoch: int | None = None) -> int:
+    """The dense-run iteration the initializer ``ref`` rewinds to, as its plugin states it; 0 when it does not.
+
+    Without ``per_epoch`` (the data set's size unknown) the initializer is
+    asked with 0 iterations per epoch, so a point given in epochs counts 0.
+    """
+    return registry.initializer(ref.name).rewind_iteration(ref.params, per_epoch or 0) or 0
+
+
+def start_iteration(run: RunSpec, registry: Registry, per_epoch: int | None = None) -> int:
+    """The iteration a run starts training at: its initializer's rewind point (0 for the dense run)."""
+    return rewind_iteration(run.initializer, registry, per_epoch) if run.initializer else 0

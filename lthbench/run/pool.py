@@ -160,15 +160,6 @@ class LocalExecutor:
             worker.conn.close()
 
 
-def visible_devices(device: str) -> list[str]:
-    """The devices that ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) means: all GPUs for ``cuda``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-    return [device]
-
-
 def worker_slots(devices: list[str], jobs_per_device: int, cpu_jobs: int) -> list[tuple[str, int]]:
     """``(device, torch threads)`` of every worker: ``jobs_per_device`` per GPU, ``cpu_jobs`` on the CPU.
 

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from lthbench.run.plan import RunSpec
+from lthbench.run.status import RunStatus
 from lthbench.run.worker import Outcome
 from lthbench.run.worker import Progress as RunProgress
-from lthbench.run.plan import RunSpec
 
 
 def describe(run: RunSpec) -> str:
@@ -26,7 +27,7 @@ def describe(run: RunSpec) -> str:
 
 def outcome_text(record: dict[str, Any] | None, outcome: Outcome) -> str:
     """How a run ended, in one line."""
-    if record is None or record.get("status") != "done":
+    if record is None or record.get("status") != RunStatus.DONE:
         return f"{outcome.status}: {outcome.error}"
     return (f"done: test accuracy {record['early_stop_test_accuracy']:.4f} at iteration "
             f"{record['early_stop_iteration']}, {100 * record['weights_remaining']:.1f}% weights remaining, "

@@ -23,13 +23,16 @@ from typing import Any
 
 from rich.console import Console
 
-from lthbench.run import locks
-from lthbench.run.worker import FINISHED, Outcome, failure_record
-from lthbench.run.executor import Executor, Group, InProcessExecutor
-from lthbench.lottery.execute import Workspace, batch_key, device_label, library_versions
-from lthbench.run.plan import RunSpec, plan_runs, stated_start_iteration
-from lthbench.run.progress import Display, describe, make_display
 from lthbench.config.settings import Benchmark
+from lthbench.lottery.execute import Workspace, batch_key, device_label, library_versions
+from lthbench.registry import Registry
+from lthbench.run import locks
+from lthbench.run.executor import Executor, Group, InProcessExecutor
+from lthbench.run.plan import (SCHEMA, RunSpec, cell_fields, cell_runs, iterations_per_epoch, runs_to_train,
+                               start_iteration, training_length)
+from lthbench.run.progress import Display, describe, make_display
+from lthbench.run.status import FAILURES, RECORDED, RunStatus, derive_statuses
+from lthbench.run.worker import Outcome, failure_record
 from lthbench.store import Store, load_state
 
 #: Default ``--checkpoint-every``: iterations between two checkpoints of a run.
@@ -51,29 +54,27 @@ def git_commit(path: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def matrix_description(benchmark: Benchmark, runs: list[RunSpec], ws: Workspace) -> dict[str, Any]:
-    """The ``matrix.json`` content: settings, cells and every run with its dependencies."""
+def matrix_description(benchmark: Benchmark, ws: Workspace) -> dict[str, Any]:
+    """The ``matrix.json`` content: settings, cells and the runs of every cell with their dependencies."""
+    runs = cell_runs(benchmark)
     cells = {}
     for run in runs:
         cell = run.cell
         cells.setdefault(run.cell_id, {
             "cell_id": run.cell_id,
-            "experiment": cell.experiment,
-            "architecture": cell.architecture.label,
-            "dataset": cell.dataset.label,
-            "pruner": cell.pruner.label,
+            **cell_fields(cell),
             "initializers": [ref.label for ref in cell.initializers],
-            "mode": cell.schedule.mode,
             "rounds": cell.schedule.rounds,
             "rate": cell.schedule.rate,
             "output_rate": cell.schedule.output_rate,
             "mask_source": cell.mask_source,
             "training": dataclasses.asdict(cell.training),
             "overrides": cell.overrides,
-            "label": ", ".join(f"{k}={v}" for k, v in cell.overrides.items()),
+            "label": cell.label,
+            "control_of": ws.registry.pruner(cell.pruner.name).mimics(cell.pruner.params),
         })
     return {
-        "schema": 1,
+        "schema": SCHEMA,
         "benchmark": {"name": benchmark.name, "seeds": list(benchmark.seeds), "source": benchmark.source,
                       "device": device_label(ws.device)},
         "config": benchmark.raw,
@@ -92,21 +93,11 @@ class WorkerDied(RuntimeError):
 
 
 def statuses(runs: list[RunSpec], store: Store) -> dict[str, str]:
-    """done / diverged / failed from the records; running (locked by a live process), blocked or pending."""
-    result: dict[str, str] = {}
-    for run in runs:
-        if run.run_id in result:
-            continue
-        record = store.record(run.run_id)
-        if record is not None and record.get("status") in FINISHED:
-            result[run.run_id] = record["status"]
-        elif any(result.get(dep) in ("failed", "diverged", "blocked") for dep in run.depends_on):
-            result[run.run_id] = "blocked"
-        elif locks.held_by_other(store.lock_path(run.run_id)):
-            result[run.run_id] = "running"
-        else:
-            result[run.run_id] = "pending"
-    return result
+    """The status of every run: from its record, else running (locked by a live process), blocked or pending."""
+    recorded = {run.run_id: status for run in runs if (status := store.status(run.run_id))}
+    derived = derive_statuses({run.run_id: run.depends_on for run in runs}, recorded,
+                              running=lambda run_id: locks.held_by_other(store.lock_path(run_id)))
+    return {run_id: status for run_id, (status, _) in derived.items()}
 
 
 def checkpoint_iteration(store: Store, run_id: str) -> int:
@@ -120,64 +111,90 @@ def checkpoint_iteration(store: Store, run_id: str) -> int:
         return 0
 
 
+def iterations_left(run: RunSpec, store: Store, registry: Registry) -> int | None:
+    """Training iterations a run still needs, from its checkpoint if any; ``None`` where unknown.
+
+    A run configured by epochs over a whole data set needs the data set's
+    size, which only loading it tells; with ``train_subset`` it is known.
+    """
+    total = training_length(run.cell.training)
+    if total is None:
+        return None
+    start = start_iteration(run, registry, iterations_per_epoch(run.cell.training))
+    return max(0, total - max(checkpoint_iteration(store, run.run_id), start))
+
+
 def failure_lines(runs: list[RunSpec], store: Store) -> list[str]:
-    """One line per failed or diverged run of the matrix: what it is and its error."""
+    """One line per failed or diverged run: what it is and its error."""
     lines = []
-    for run in {r.run_id: r for r in runs}.values():
+    for run in runs:
         record = store.record(run.run_id)
-        if record and record.get("status") in ("failed", "diverged"):
+        if record and record.get("status") in FAILURES:
             lines.append(f"{record['status']}: {describe(run)} ({run.run_id}): {record.get('error')}")
     return lines
 
 
-class Schedule:
-    """The state of every run of one matrix, as this process sees it."""
+def tidy_store(runs: list[RunSpec], store: Store, retry_failed: bool) -> None:
+    """Prepare the store for a run of the matrix: forget failed runs to retry them, clear what killed trainers left.
 
-    def __init__(self, runs: list[RunSpec], store: Store, retry_failed: bool):
-        self.runs = list({run.run_id: run for run in runs}.values())  # plan order: dependencies first
+    With ``retry_failed`` the records of failed runs are deleted, so that
+    they run again. A recorded run whose lock is stale lost its trainer
+    between the record and the clean-up: its lock, checkpoints and temporary
+    files go.
+    """
+    for run in runs:
+        status = store.status(run.run_id)
+        if status == RunStatus.FAILED and retry_failed:
+            store.delete_record(run.run_id)
+        elif status is not None and locks.clear_stale(store.lock_path(run.run_id)):
+            store.remove_leftovers(run.run_id)
+
+
+#: In-flight states of :class:`RunBoard`: handed to the executor, or being trained by another process.
+_SUBMITTED = "submitted"
+_ELSEWHERE = "elsewhere"
+
+
+class RunBoard:
+    """The state of every run of one matrix, as this process sees it: a status, or an in-flight state."""
+
+    def __init__(self, runs: list[RunSpec], store: Store):
+        self.runs = runs  # plan order: dependencies first
         self.store = store
-        self.state: dict[str, str] = {}
-        for run in self.runs:
-            record = store.record(run.run_id)
-            status = record.get("status") if record else None
-            if status == "failed" and retry_failed:
-                store.delete_record(run.run_id)
-                status = None
-            self.state[run.run_id] = status if status in FINISHED else "pending"
-            if status in FINISHED and locks.clear_stale(store.lock_path(run.run_id)):
-                store.remove_leftovers(run.run_id)  # its trainer was killed between record and clean-up
+        self.state: dict[str, str] = {run.run_id: store.status(run.run_id) or RunStatus.PENDING for run in runs}
 
     def to_do(self) -> int:
         """Runs without a record yet."""
-        return sum(status not in FINISHED for status in self.state.values())
+        return sum(status not in RECORDED for status in self.state.values())
 
     def ready(self) -> list[RunSpec]:
         """Pending runs whose dependencies are done; marks runs behind a failure ``blocked``."""
+        recorded = {run_id: status for run_id, status in self.state.items() if status in RECORDED}
+        derived = derive_statuses({run.run_id: run.depends_on for run in self.runs}, recorded)
         ready = []
         for run in self.runs:
-            if self.state[run.run_id] != "pending":
+            if self.state[run.run_id] != RunStatus.PENDING:
                 continue
-            deps = [self.state[dep] for dep in run.depends_on]
-            if any(dep in ("failed", "diverged", "blocked") for dep in deps):
-                self.state[run.run_id] = "blocked"
-            elif all(dep == "done" for dep in deps):
+            if derived[run.run_id][0] == RunStatus.BLOCKED:
+                self.state[run.run_id] = RunStatus.BLOCKED
+            elif all(self.state[dep] == RunStatus.DONE for dep in run.depends_on):
                 ready.append(run)
         return ready
 
     def elsewhere(self) -> list[RunSpec]:
         """Runs that another process is training."""
-        return [run for run in self.runs if self.state[run.run_id] == "elsewhere"]
+        return [run for run in self.runs if self.state[run.run_id] == _ELSEWHERE]
 
     def look_elsewhere(self) -> list[tuple[RunSpec, dict[str, Any]]]:
         """Update runs trained elsewhere: recorded ones are finished, unlocked ones pending again."""
         finished = []
         for run in self.elsewhere():
-            record = self.store.record(run.run_id)
-            if record is not None and record.get("status") in FINISHED:
-                self.state[run.run_id] = record["status"]
-                finished.append((run, record))
+            status = self.store.status(run.run_id)
+            if status is not None:
+                self.state[run.run_id] = status
+                finished.append((run, self.store.record(run.run_id)))
             elif not locks.held_by_other(self.store.lock_path(run.run_id)):
-                self.state[run.run_id] = "pending"
+                self.state[run.run_id] = RunStatus.PENDING
         return finished
 
     def counts(self) -> Counter:
@@ -185,23 +202,22 @@ class Schedule:
         return Counter(self.state.values())
 
 
-def _settle(schedule: Schedule, run: RunSpec, outcome: Outcome, display: Display) -> None:
-    """Record what an outcome means for the schedule."""
-    store = schedule.store
+def _settle(board: RunBoard, run: RunSpec, outcome: Outcome, display: Display) -> None:
+    """Record what an outcome means for the board."""
+    store = board.store
     if outcome.status == "busy":
-        schedule.state[run.run_id] = "elsewhere"
+        board.state[run.run_id] = _ELSEWHERE
         return
     if outcome.status == "redo":
-        schedule.state[run.run_id] = "pending"
+        board.state[run.run_id] = RunStatus.PENDING
         for dep in outcome.redo:
-            record = store.record(dep)
-            schedule.state[dep] = record["status"] if record and record.get("status") in FINISHED else "pending"
-        display.add_runs(sum(schedule.state[dep] == "pending" for dep in outcome.redo))
+            board.state[dep] = store.status(dep) or RunStatus.PENDING
+        display.add_runs(sum(board.state[dep] == RunStatus.PENDING for dep in outcome.redo))
         return
     if outcome.status == "crashed":
         store.write_record(run.run_id, failure_record(run, WorkerDied(outcome.error)))
     record = store.record(run.run_id)
-    schedule.state[run.run_id] = record["status"] if record else "failed"
+    board.state[run.run_id] = record["status"] if record else RunStatus.FAILED
     display.finished(run, outcome, record)
 
 
@@ -238,36 +254,36 @@ class Grouper:
         return [tuple(group) for group in groups]
 
 
-def _work_through(schedule: Schedule, executor: Executor, grouper: Grouper, display: Display) -> None:
+def _work_through(board: RunBoard, executor: Executor, grouper: Grouper, display: Display) -> None:
     """Submit groups of ready runs as capacity allows until nothing is left to run or to wait for."""
-    by_id = {run.run_id: run for run in schedule.runs}
+    by_id = {run.run_id: run for run in board.runs}
     in_flight: list[set[str]] = []  # the run ids of each group in flight without an outcome yet
     while True:
-        blocked = schedule.counts()["blocked"]
-        ready = schedule.ready()
-        display.add_runs(blocked - schedule.counts()["blocked"])  # runs behind a failure will not run
+        blocked = board.counts()[RunStatus.BLOCKED]
+        ready = board.ready()
+        display.add_runs(blocked - board.counts()[RunStatus.BLOCKED])  # runs behind a failure will not run
         for group in grouper.groups(ready):
             if len(in_flight) >= executor.capacity:
                 break
             for run in group:
-                if locks.held_by_other(schedule.store.lock_path(run.run_id)):
-                    schedule.state[run.run_id] = "elsewhere"
-            group = tuple(run for run in group if schedule.state[run.run_id] != "elsewhere")
+                if locks.held_by_other(board.store.lock_path(run.run_id)):
+                    board.state[run.run_id] = _ELSEWHERE
+            group = tuple(run for run in group if board.state[run.run_id] != _ELSEWHERE)
             if not group:
                 continue
             for run in group:
-                schedule.state[run.run_id] = "submitted"
+                board.state[run.run_id] = _SUBMITTED
                 display.started(run)
             in_flight.append({run.run_id for run in group})
             executor.submit(group)
-        if not in_flight and not schedule.elsewhere():
+        if not in_flight and not board.elsewhere():
             return
         for outcome in executor.wait(POLL_SECONDS, display.progress):
             for ids in in_flight:
                 ids.discard(outcome.run_id)
-            _settle(schedule, by_id[outcome.run_id], outcome, display)
+            _settle(board, by_id[outcome.run_id], outcome, display)
         in_flight = [ids for ids in in_flight if ids]
-        for run, record in schedule.look_elsewhere():
+        for run, record in board.look_elsewhere():
             display.finished(run, Outcome(run.run_id, record["status"], record.get("error")), record)
 
 
@@ -279,45 +295,28 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     ``executor`` defaults to training in this process on ``ws.device``, with
     a checkpoint every ``checkpoint_every`` iterations. Up to
     ``batch_trials`` runs that can train together are submitted as one group
-    (1: every run alone). A run whose plugin
-    raises is recorded as failed with its traceback, and the runs that
-    depend on it are blocked; every other chain goes on. ``retry_failed``
-    runs the failed runs again. On ``KeyboardInterrupt`` the workers stop,
-    finished records and the latest checkpoints stay, and the interrupt
-    propagates.
+    (1: every run alone). A run whose plugin raises is recorded as failed
+    with its traceback, and the runs that depend on it are blocked; every
+    other chain goes on. ``retry_failed`` runs the failed runs again. On
+    ``KeyboardInterrupt`` the workers stop, finished records and the latest
+    checkpoints stay, and the interrupt propagates.
     """
     console = console or Console()
     executor = executor or InProcessExecutor(ws, checkpoint_every)
-    runs = plan_runs(benchmark)
-    matrix = matrix_description(benchmark, runs, ws)
+    runs = runs_to_train(benchmark)
+    matrix = matrix_description(benchmark, ws)
     ws.store.write_matrix(matrix)
-    schedule = Schedule(runs, ws.store, retry_failed)
+    tidy_store(runs, ws.store, retry_failed)
+    board = RunBoard(runs, ws.store)
     display = make_display(console)
-    display.add_runs(schedule.to_do())
+    display.add_runs(board.to_do())
     try:
-        _work_through(schedule, executor, Grouper(ws, batch_trials), display)
+        _work_through(board, executor, Grouper(ws, batch_trials), display)
     finally:
         executor.shutdown()
         display.close()
     matrix["finished"] = _now()
     ws.store.write_matrix(matrix)
-    records = [r for r in (ws.store.record(run.run_id) for run in schedule.runs) if r]
+    records = [r for r in (ws.store.record(run.run_id) for run in runs) if r]
     ws.registry.matrix_finished(ws.store.root, records)
-    return schedule.counts()
-
-
-def iterations_left(run: RunSpec, store: Store) -> int | None:
-    """Training iterations a run still needs, from its checkpoint if any; ``None`` where unknown.
-
-    A run configured by epochs over a whole data set needs the data set's
-    size, which only loading it tells; with ``train_subset`` it is known.
-    """
-    training = run.cell.training
-    if training.epochs:
-        if not training.train_subset:
-            return None
-        per_epoch = max(1, (training.train_subset - training.validation_size) // training.batch_size)
-        total = round(training.epochs * per_epoch)
-    else:
-        total = training.iterations
-    return max(0, total - max(checkpoint_iteration(store, run.run_id), stated_start_iteration(run)))
+    return board.counts()

@@ -11,7 +11,7 @@ import pytest
 from lthbench.cli import main
 from lthbench.config.parse import load_benchmark, parse_benchmark
 from lthbench.errors import ConfigError
-from lthbench.run.plan import plan_runs
+from lthbench.run.plan import cell_runs, plan_runs
 
 VALID = """
 [benchmark]
@@ -61,7 +61,8 @@ def test_flat_list_for_a_list_valued_key_is_one_value(registry, tmp_path):
 
 def test_plan_shares_dense_runs_and_counts_runs(registry, tmp_path):
     text = VALID.replace('pruner = "layerwise_magnitude"', 'pruner = ["layerwise_magnitude", "global_magnitude"]')
-    runs = plan_runs(parse(text, registry, tmp_path))
+    bench = parse(text, registry, tmp_path)
+    runs = cell_runs(bench)
     # 2 cells x 2 seeds x (1 dense + 2 rounds x 2 initializers)
     assert len(runs) == 2 * 2 * 5
     unique = {r.run_id for r in runs}
@@ -69,6 +70,8 @@ def test_plan_shares_dense_runs_and_counts_runs(registry, tmp_path):
     assert len(unique) == len(runs) - 2
     dense = [r for r in runs if r.round == 0]
     assert len({r.run_id for r in dense}) == 2
+    # the plan holds each run once, in the order of the cells' runs
+    assert [r.run_id for r in plan_runs(bench)] == list(dict.fromkeys(r.run_id for r in runs))
 
 
 def test_run_ids_ignore_names_and_round_count(registry, tmp_path):
@@ -223,6 +226,9 @@ def test_run_refuses_an_unknown_device_and_an_output_folder_it_cannot_create(tmp
     run = ["run", str(path), "--data-root", str(data_root), "--quiet"]
     assert main(run + ["--devices", "cpu,foo"]) == 2
     assert "--devices: 'foo' is not a device; give cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert main(run + ["--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "lthbench: error: --device: 'gpu' is not allowed; use auto, cpu, cuda or cuda:N"
     (tmp_path / "a-file").write_text("")
     assert main(run + ["--output", str(tmp_path / "a-file" / "out")]) == 2
     err = capsys.readouterr().err

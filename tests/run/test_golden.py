@@ -99,6 +99,9 @@ def test_a_matrix_run_now_writes_the_records_the_previous_release_wrote(options,
             k: v for k, v in record.items() if k not in ENVIRONMENT_FIELDS}, run_id
     matrix = normalised_matrix(json.loads((out / "matrix.json").read_text()))
     golden = json.loads((STORE / "matrix.json").read_text())
+    # the one field added since: which pruner's cells a control cell copies (Pruner.mimics)
+    assert {cell["pruner"]: cell.pop("control_of") for cell in matrix["cells"]} == {
+        "layerwise_magnitude": None, "random": "layerwise_magnitude"}
     for description in (matrix, golden):
         description.pop("versions")
         description["benchmark"].pop("device")

@@ -16,7 +16,7 @@ from lthbench.config.parse import load_benchmark
 from lthbench.run.pool import LocalExecutor, WorkerSettings, worker_slots
 from lthbench.lottery.execute import Workspace
 from lthbench.run.plan import plan_runs
-from lthbench.run.scheduler import Schedule, iterations_left, run_matrix, statuses
+from lthbench.run.scheduler import RunBoard, iterations_left, run_matrix, statuses, tidy_store
 from lthbench.store import Store
 from helpers.processes import comparable_records
 from helpers import tiny_matrix
@@ -125,9 +125,10 @@ def test_two_processes_contending_for_one_lock_never_hold_it_together(tmp_path):
 
 
 def json_holder(pid):
+    """The lock file that the live process ``pid`` of this host would write."""
     import json
 
-    return json.dumps(locks.holder_identity(pid))
+    return json.dumps({**locks.holder_identity(), "pid": pid, "started": locks._start_time(pid)})
 
 
 def test_a_recorded_runs_leftovers_go_once_its_trainer_is_dead(tmp_path, registry):
@@ -140,13 +141,14 @@ def test_a_recorded_runs_leftovers_go_once_its_trainer_is_dead(tmp_path, registr
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
         for path, text in ((lock, json_holder(other.pid)), (checkpoint, "state"), (temporary, "half")):
             path.write_text(text)
-        Schedule(plan_runs(bench), store, retry_failed=False)
+        tidy_store(plan_runs(bench), store, retry_failed=False)
         assert lock.exists() and checkpoint.exists() and temporary.exists()  # its trainer is still cleaning up
         other.kill()
         other.wait()
-    schedule = Schedule(plan_runs(bench), store, retry_failed=False)
+    tidy_store(plan_runs(bench), store, retry_failed=False)
+    board = RunBoard(plan_runs(bench), store)
     assert not lock.exists() and not checkpoint.exists() and not temporary.exists()
-    assert schedule.state[dense.run_id] == "done" and store.record(dense.run_id)["status"] == "done"
+    assert board.state[dense.run_id] == "done" and store.record(dense.run_id)["status"] == "done"
 
 
 def test_worker_slots_share_the_cores_and_put_k_workers_on_each_gpu():
@@ -166,7 +168,7 @@ def test_status_counts_running_runs_and_iterations_left_from_checkpoints(tmp_pat
         Checkpointer(store.checkpoint_path(dense.run_id), 10).save({"iteration": 30})
         assert statuses(plan_runs(bench), store) == {dense.run_id: "running", first.run_id: "pending",
                                                      second.run_id: "pending"}
-        assert [iterations_left(r, store) for r in (dense, first)] == [10, 40]
+        assert [iterations_left(r, store, registry) for r in (dense, first)] == [10, 40]
         assert main(["status", str(tmp_path / "matrix.toml")]) == 0
         assert "running" in capsys.readouterr().out
         other.kill()
@@ -177,7 +179,7 @@ def test_a_rewound_run_has_only_the_iterations_after_its_rewind_point_left(tmp_p
     path = tiny_matrix.write_matrix(tmp_path, iterations=40, initializer='{ name = "rewind", iteration = 30 }')
     store = Store(tmp_path / "out")
     dense, rewound, _ = plan_runs(load_benchmark(path, registry))
-    assert (iterations_left(dense, store), iterations_left(rewound, store)) == (40, 10)
+    assert (iterations_left(dense, store, registry), iterations_left(rewound, store, registry)) == (40, 10)
 
 
 def test_failures_stay_in_their_chain_across_worker_processes(tmp_path, registry, data_root, failing_plugins,

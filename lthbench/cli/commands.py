@@ -1,0 +1,269 @@
+"""The subcommands of ``lthbench``: each takes the parsed arguments and a console and returns the exit code.
+
+Heavy modules (torch, pandas) and the plugin registry are imported when a
+command runs, so that ``lthbench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lthbench.errors import UserError
+from lthbench.run.status import STOPPED, RunStatus
+
+#: The status columns of ``lthbench status``, in the order shown.
+STATUS_COLUMNS = (RunStatus.DONE, RunStatus.RUNNING, RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.BLOCKED,
+                  RunStatus.PENDING)
+
+
+def _load(args: argparse.Namespace):
+    from lthbench.config.parse import load_benchmark
+    from lthbench.registry import default_registry
+
+    registry = default_registry()
+    return registry, load_benchmark(args.file, registry)
+
+
+def _data(args: argparse.Namespace, benchmark, registry) -> Path:
+    from lthbench.config.parse import check_data
+    from lthbench.data_root import resolve_data_root
+
+    root = resolve_data_root(args.data_root, benchmark.data_root)
+    check_data(benchmark, registry, root, args.download)
+    return root
+
+
+def _check_device_option(device: str | None) -> None:
+    """Refuse a ``--device`` outside the grammar of ``[benchmark].device``."""
+    from lthbench.config.devices import DEVICE_CHOICES, is_device
+
+    if device is not None and not is_device(device):
+        raise UserError(f"--device: {device!r} is not allowed; use {DEVICE_CHOICES}")
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    """Print the expanded matrix, the number of runs and of training iterations."""
+    from lthbench.run.plan import iterations_per_epoch, plan_runs, start_iteration, training_length
+
+    registry, benchmark = _load(args)
+    root = _data(args, benchmark, registry)
+    table = Table(title=f"{benchmark.name}: {len(benchmark.cells)} cells × {len(benchmark.seeds)} seeds")
+    for column in ("experiment", "architecture", "dataset", "pruner", "initializers", "schedule", "training"):
+        table.add_column(column)
+    for cell in benchmark.cells:
+        s = cell.schedule
+        table.add_row(cell.experiment, cell.architecture.label, cell.dataset.label, cell.pruner.label,
+                      ", ".join(r.label for r in cell.initializers), f"{s.mode}, {s.rounds} × {s.rate:g}",
+                      cell.label or "-")
+    console.print(table)
+    runs = plan_runs(benchmark)
+    by_iterations = [r for r in runs if not r.cell.training.epochs]
+    iterations = sum(training_length(r.cell.training)
+                     - start_iteration(r, registry, iterations_per_epoch(r.cell.training)) for r in by_iterations)
+    console.print(f"{len(runs)} training runs, {iterations:,} training iterations", highlight=False)
+    if len(by_iterations) < len(runs):
+        epochs = sum(r.cell.training.epochs for r in runs if r.cell.training.epochs)
+        console.print(f"plus {epochs:g} epochs in runs configured by epochs", highlight=False)
+    console.print(f"data root: {root}; output: {benchmark.output}", highlight=False)
+    return 0
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """Refuse worker counts below 1, a negative checkpoint interval and a ``--device`` outside the grammar."""
+    for option in ("jobs", "jobs_per_device", "batch_trials"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise UserError(f"--{option.replace('_', '-')} = {getattr(args, option)} must be at least 1")
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every = {args.checkpoint_every} must be 0 (never) or positive")
+    _check_device_option(args.device)
+
+
+def _worker_devices(args: argparse.Namespace, benchmark) -> list[str]:
+    """The devices of the worker processes: ``--devices``, else every device ``benchmark.device`` means."""
+    import torch
+
+    from lthbench.config.devices import is_device, visible_devices
+
+    devices = args.devices.split(",") if args.devices else visible_devices(benchmark.device)
+    for device in devices:
+        if not is_device(device, auto=False):
+            raise UserError(f"--devices: {device!r} is not a device; give cpu, cuda or cuda:N, comma-separated")
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        source = "--devices" if args.devices else "benchmark.device"
+        raise UserError(f"{args.file}: {source} asks for {', '.join(devices)} but no CUDA device is available")
+    if not devices:
+        raise UserError(f"{args.file}: benchmark.device = {benchmark.device!r} but no CUDA device is visible")
+    return devices
+
+
+def _make_output_folder(args: argparse.Namespace, output: str) -> None:
+    """Create the output folder; refuse one that cannot be created or written."""
+    try:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{args.file}: the output folder {output} cannot be created: {error.strerror}") from None
+    if not os.access(output, os.W_OK):
+        raise UserError(f"{args.file}: the output folder {output} is not writable")
+
+
+def _print_summary(console: Console, benchmark, counts: Counter, store) -> int:
+    """Print the counts by status and every failure; exit 1 when any run failed, diverged or is blocked."""
+    from lthbench.run.plan import runs_to_train
+    from lthbench.run.scheduler import failure_lines
+
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(f"{benchmark.name}: {summary}; results in {benchmark.output}", highlight=False)
+    for line in failure_lines(runs_to_train(benchmark), store):
+        console.print(line, highlight=False, markup=False)
+    bad = sum(counts[s] for s in STOPPED)
+    if bad:
+        console.print(f"{bad} runs did not finish; see their records and runs/<id>/log.txt, "
+                      "or rerun with --retry-failed", highlight=False)
+    return 1 if bad else 0
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """Run the matrix; exit 1 when any run failed, diverged or is blocked, 130 when interrupted."""
+    import dataclasses
+
+    import torch
+
+    from lthbench.lottery.execute import Workspace
+    from lthbench.run.pool import LocalExecutor, WorkerSettings, worker_slots
+    from lthbench.run.scheduler import run_matrix
+    from lthbench.store import Store
+    from lthbench.train.batched import MAX_TRIALS
+
+    registry, benchmark = _load(args)
+    if args.device:
+        benchmark = dataclasses.replace(benchmark, device=args.device)
+    if args.output:
+        benchmark = dataclasses.replace(benchmark, output=args.output)
+    _check_run_options(args)
+    root = _data(args, benchmark, registry)
+    devices = _worker_devices(args, benchmark)
+    slots = worker_slots(devices, args.jobs_per_device, args.jobs)
+    on_gpu = any(d.startswith("cuda") for d in devices)
+    batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else 1)  # the workers fit K to their memory
+    download = args.download or benchmark.download
+    _make_output_folder(args, benchmark.output)
+    ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
+    executor = None
+    if len(slots) > 1:
+        executor = LocalExecutor([WorkerSettings(benchmark.output, root, download, device, threads,
+                                                 args.checkpoint_every) for device, threads in slots])
+    try:
+        counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
+                            console=Console(quiet=True) if args.quiet else console,
+                            executor=executor, checkpoint_every=args.checkpoint_every, batch_trials=batch_trials)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished runs and the latest checkpoints are kept in {benchmark.output}; "
+                      f"continue with: lthbench run {args.file}", highlight=False)
+        return 130
+    return _print_summary(console, benchmark, counts, ws.store)
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    """Per cell: runs done, running, failed, blocked and pending, and the training iterations left."""
+    from lthbench.run.plan import cell_runs, plan_runs
+    from lthbench.run.scheduler import iterations_left, statuses
+    from lthbench.store import Store
+
+    registry, benchmark = _load(args)
+    store = Store(args.output or benchmark.output)
+    state = statuses(plan_runs(benchmark), store)
+    table = Table(title=benchmark.name)
+    for column in ("experiment", "pruner", "training", *STATUS_COLUMNS, "iterations left"):
+        table.add_column(column)
+    cells: dict[str, list] = {}
+    for run in cell_runs(benchmark):
+        cells.setdefault(run.cell_id, []).append(run)
+    unknown = 0
+    for runs in cells.values():
+        cell = runs[0].cell
+        counts = Counter(state[r.run_id] for r in runs)
+        left = [iterations_left(r, store, registry) for r in runs
+                if state[r.run_id] in (RunStatus.RUNNING, RunStatus.PENDING)]
+        unknown += left.count(None)
+        table.add_row(cell.experiment, cell.pruner.label, cell.label or "-",
+                      *(str(counts[s]) for s in STATUS_COLUMNS), f"{sum(n for n in left if n):,}")
+    console.print(table)
+    if unknown:
+        console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
+                      "'iterations left'", highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """Write the HTML report (and CSV exports)."""
+    from lthbench.registry import default_registry
+    from lthbench.report.publish import report_command
+
+    return report_command(args.results, args.output, args.csv, args.stats_csv, default_registry())
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    """Print throughput of lthbench's trainer and of the reference loop, and their ratio."""
+    from lthbench.cli.bench import CASES, bench_command
+    from lthbench.config.devices import resolve_device
+    from lthbench.data_root import resolve_data_root
+    from lthbench.registry import default_registry
+
+    registry = default_registry()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in CASES]
+    if unknown:
+        raise UserError(f"--models: unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials: must be at least 1, got {args.trials}")
+    _check_device_option(args.device)
+    device = resolve_device(args.device)
+    on_gpu = device.type == "cuda"
+    root = resolve_data_root(args.data_root)
+    for dataset in sorted({CASES[m][0] for m in models}):
+        registry.dataset(dataset).check(root, args.download)
+    rows = bench_command(registry, root, device, models, args.steps or (500 if on_gpu else 40),
+                         args.warmup or (50 if on_gpu else 5), args.workers, args.trials or (32 if on_gpu else 4),
+                         print_line=console.print)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace, console: Console) -> int:
+    """Rebuild the index page of a folder of published reports."""
+    from lthbench.report.publish import write_index
+
+    console.print(f"wrote {write_index(args.folder)}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
+    """List every registered implementation."""
+    from lthbench.registry import default_registry
+
+    entries = default_registry().entries()
+    rows = [{"kind": e.kind, "name": e.name, "distribution": e.distribution, "version": e.version,
+             "plugin": e.plugin, "description": e.description} for e in entries]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = Table(title="lthbench plugins")
+    for column in ("kind", "name", "distribution", "version", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["distribution"], row["version"], row["description"])
+    console.print(table)
+    return 0
+
+
+#: The function of each subcommand.
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "status": cmd_status, "report": cmd_report,
+            "bench": cmd_bench, "index": cmd_index, "plugins": cmd_plugins}
