@@ -126,9 +126,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     import torch
 
-    from lthbench.train.batched import MAX_TRIALS
+    from lthbench.train.memory import MAX_TRIALS
     from lthbench.run.pool import LocalExecutor, WorkerSettings, visible_devices, worker_slots
-    from lthbench.lottery.execute import Workspace
+    from lthbench.lottery.workspace import Workspace
     from lthbench.run.plan import plan_runs
     from lthbench.run.scheduler import failure_lines, run_matrix
     from lthbench.store import Store
@@ -235,7 +235,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     """Print throughput of lthbench's trainer and of the reference loop, and their ratio."""
     from lthbench.cli.bench import CASES, bench_command
     from lthbench.data_root import resolve_data_root
-    from lthbench.lottery.execute import resolve_device
+    from lthbench.lottery.workspace import resolve_device
     from lthbench.registry import default_registry
 
     registry = default_registry()

@@ -24,9 +24,11 @@ from typing import Any
 from rich.console import Console
 
 from lthbench.run import locks
-from lthbench.run.worker import FINISHED, Outcome, failure_record
+from lthbench.run.worker import FINISHED, Outcome
+from lthbench.lottery.record import failure_record
 from lthbench.run.executor import Executor, Group, InProcessExecutor
-from lthbench.lottery.execute import Workspace, batch_key, device_label, library_versions
+from lthbench.lottery.execute import batch_key
+from lthbench.lottery.workspace import Workspace, device_label, library_versions
 from lthbench.run.plan import RunSpec, plan_runs, stated_start_iteration
 from lthbench.run.progress import Display, describe, make_display
 from lthbench.config.settings import Benchmark
