@@ -45,7 +45,7 @@ def _training_key(spec: RunSpec) -> str | None:
 def execute(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int = 0,
             on_progress: ProgressReport = lambda run_id, done, total, loss: None,
             log: Callable[[str], None] = lambda line: None) -> list[Record]:
-    """Train one run, or runs of one :func:`batch_key` together; save the tensors later runs need; their records.
+    """Prepare, train and finish one run, or runs of one :func:`batch_key` together; their records.
 
     Runs of one seed share their data. Several runs train as one stack per
     first iteration (rewinding starts later), split further when a GPU's

@@ -89,4 +89,5 @@ class TrainingHooks:
     on_progress: Callable[[int, int, list[float | None]], None] = field(default=_ignore)
     #: One line for the log of every run in the training (evaluations, resumption).
     log: Callable[[str], None] = field(default=_ignore)
+    #: The iterations whose weights to hand out (a dense run's rewinding points), if any.
     snapshots: Snapshots | None = None
