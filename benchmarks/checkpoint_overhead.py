@@ -23,14 +23,15 @@ from pathlib import Path
 
 import torch
 
-from lthbench.train.checkpoint import Checkpointer, TrainingHooks
-from lthbench.train.data import DeviceData, seeded_generator
+from lthbench.config.settings import Training
 from lthbench.masks import full_masks
 from lthbench.registry import default_registry
 from lthbench.run.scheduler import CHECKPOINT_EVERY
-from lthbench.config.settings import Training
 from lthbench.store import Store, save_tensors
+from lthbench.train.checkpoint import Checkpointer, TrainingHooks
+from lthbench.train.data import DeviceData, SeedTag, seeded_generator
 from lthbench.train.loop import train
+from lthbench.train.stack import make_stack
 
 #: (architecture, input shape, training iterations, checkpoint interval) on the CPU; a GPU runs 10x the iterations.
 CASES = (("lenet_300_100", (1, 28, 28), 600, 100), ("resnet20", (3, 32, 32), 16, 4))
@@ -64,13 +65,14 @@ def timed_training(name: str, shape: tuple, training: Training, data: DeviceData
     """Seconds to train one freshly initialised network, and the network."""
     arch = default_registry().architecture(name)
     network = arch.build(shape, 10, arch.Params())
-    arch.initialize(network.module, seeded_generator("init", 0))
+    arch.initialize(network.module, seeded_generator(SeedTag.INIT, 0))
     network.module.to(device)
     masks = {k: m.to(device) for k, m in full_masks(network).items()}
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
-    result = train(network.module, masks, data, training, hooks=TrainingHooks(checkpointer))
+    stack = make_stack([network.module], [masks], training.precision)
+    (result,) = train(stack, [data], training, hooks=TrainingHooks(checkpointer))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - started, network, masks, result

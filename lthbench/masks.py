@@ -1,4 +1,4 @@
-"""Pruning masks: build them, apply them, count them, and choose what a round removes.
+"""Pruning masks: build them, count them, and choose what a round removes.
 
 A mask is a bool tensor per parameter name, ``True`` where the weight is kept.
 These helpers know no concrete pruner; pruners (built-in or third-party) use
@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from lthbench.protocols import Network
 
@@ -22,40 +21,6 @@ def full_masks(network: Network) -> dict[str, torch.Tensor]:
     """All-``True`` masks for every prunable weight of ``network``, on its device."""
     params = dict(network.module.named_parameters())
     return {name: torch.ones_like(params[name], dtype=torch.bool) for name in network.prunable}
-
-
-class MaskApplier:
-    """Zero the pruned entries of a module's parameters in place, cheaply and repeatedly.
-
-    The parameter/mask pairs are resolved once, with each mask converted to its
-    parameter's device and dtype, so that a call (made after every optimizer
-    step) is a single fused multiply over all masked parameters.
-    """
-
-    def __init__(self, module: nn.Module, masks: dict[str, torch.Tensor]):
-        params = dict(module.named_parameters())
-        unknown = sorted(set(masks) - set(params))
-        if unknown:
-            raise KeyError(f"masks name parameters the module does not have: {', '.join(unknown)}")
-        self.params: list[torch.Tensor] = []
-        self.masks: list[torch.Tensor] = []
-        for name, mask in masks.items():
-            param = params[name]
-            if mask.shape != param.shape:
-                raise ValueError(f"mask of {name!r} has shape {tuple(mask.shape)}, the parameter {tuple(param.shape)}")
-            self.params.append(param)
-            self.masks.append(mask.to(device=param.device, dtype=param.dtype))
-
-    @torch.no_grad()
-    def __call__(self) -> None:
-        """Multiply every masked parameter by its mask."""
-        if self.params:
-            torch._foreach_mul_(self.params, self.masks)
-
-
-def apply_masks(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Zero, in place, the entries of ``module``'s parameters that ``masks`` prune (once)."""
-    MaskApplier(module, masks)()
 
 
 def count_remaining(masks: dict[str, torch.Tensor], names: list[str]) -> dict[str, tuple[int, int]]:

@@ -133,6 +133,15 @@ class Dataset(Plugin):
 # --------------------------------------------------------------------------- pruners
 
 
+def level_rate(rate: float, level: int, one_shot: bool) -> float:
+    """The fraction to prune at ``level`` for a per-round ``rate``.
+
+    Iterative mode prunes ``rate`` of what remains each round; one-shot mode
+    prunes the dense weights straight to ``(1 - rate) ** level`` remaining.
+    """
+    return 1 - (1 - rate) ** level if one_shot else rate
+
+
 @dataclass
 class PruningContext:
     """Everything a pruner sees when asked for the next round's masks.
@@ -160,13 +169,11 @@ class PruningContext:
     one_shot: bool = False
 
     def level_rate(self, rate: float) -> float:
-        """The fraction to prune now for a per-round ``rate`` (e.g. a per-layer override).
+        """The fraction to prune now for a per-round ``rate`` (e.g. a per-layer override): :func:`level_rate`.
 
-        Iterative mode prunes ``rate`` of what remains each round; one-shot mode
-        prunes the dense weights straight to ``(1 - rate) ** level`` remaining.
         ``rate`` and ``output_rate`` of the context are given already converted.
         """
-        return 1 - (1 - rate) ** self.level if self.one_shot else rate
+        return level_rate(rate, self.level, self.one_shot)
 
 
 class Pruner(Plugin):

@@ -10,16 +10,8 @@ Layout of an output folder::
     runs/<run_id>/lock          the process working on the run (see lthbench.run.locks)
     runs/<run_id>/log.txt       the run's evaluation lines, one per evaluation
 
-A run is done exactly when its ``record.json`` exists and parses. Records are
-JSON objects with at least these keys: ``run_id``, ``status`` (``done``,
-``diverged`` or ``failed``), ``experiment``, ``cell_id``, ``architecture``,
-``dataset``, ``pruner``, ``initializer`` (``dense`` for round 0), ``seed``,
-``round``, ``weights_remaining`` (fraction of prunable weights kept),
-``layers`` (per-layer ``total`` and ``remaining``), ``curves`` (lists
-``iteration``, ``train_loss``, ``val_loss``, ``val_accuracy``,
-``test_accuracy``), ``early_stop_iteration``, ``early_stop_test_accuracy``,
-``final_test_accuracy``, ``wall_time``, ``device``, ``versions``, ``error``
-and ``traceback``.
+A run is done exactly when its ``record.json`` exists and parses; its keys
+are those of :class:`Record`.
 """
 
 from __future__ import annotations
@@ -33,11 +25,49 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
 from lthbench.run.status import RECORDED, RunStatus
+
+
+class Record(TypedDict):
+    """A run's ``record.json``: what the run is, how it ended, and what it measured (``None`` where nothing was)."""
+
+    schema: int
+    run_id: str
+    cell_id: str
+    experiment: str
+    architecture: str
+    dataset: str
+    pruner: str
+    #: ``dense`` for round 0.
+    initializer: str
+    seed: int
+    round: int
+    mode: str
+    depends_on: list[str]
+    training: dict[str, Any]
+    #: ``done``, ``diverged`` or ``failed``.
+    status: str
+    #: Fraction of the prunable weights kept.
+    weights_remaining: float | None
+    #: Per prunable layer: ``{"remaining": kept, "total": size}``.
+    layers: dict[str, dict[str, int]]
+    #: Lists ``iteration``, ``train_loss``, ``val_loss``, ``val_accuracy``, ``test_accuracy``.
+    curves: dict[str, list[float]]
+    early_stop_iteration: int | None
+    early_stop_test_accuracy: float | None
+    early_stop_val_loss: float | None
+    final_test_accuracy: float | None
+    start_iteration: int | None
+    iterations: int | None
+    wall_time: float | None
+    device: str | None
+    versions: dict[str, str] | None
+    error: str | None
+    traceback: str | None
 
 
 def content_hash(key: Any) -> str:

@@ -7,8 +7,6 @@ import torch
 from torch import nn
 
 from lthbench.masks import (
-    MaskApplier,
-    apply_masks,
     count_remaining,
     full_masks,
     keep_count,
@@ -17,6 +15,8 @@ from lthbench.masks import (
     weights_remaining,
 )
 from lthbench.protocols import Network
+from lthbench.train.stack import MaskApplier
+from helpers.synthetic import apply_masks
 
 
 def two_layer_network() -> Network:

@@ -3,7 +3,7 @@
 The reference is what most pruning code does: a torchvision-style data set
 with per-sample transforms behind a DataLoader with worker processes, one
 model at a time. lthbench is measured twice: one model with its trainer, and
-K models trained as one stacked model (:mod:`lthbench.train.batched`) on one shared
+K models trained as one stacked model (:mod:`lthbench.train.stack`) on one shared
 batch, as the controls of one sparsity level train; the batched side counts
 model-steps (K per step). All sides train the same architecture on the same
 data at the same batch size; each is warmed up first, and throughput is
@@ -22,15 +22,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from lthbench.train.batched import train_batched
-from lthbench.train.checkpoint import TrainingHooks
-from lthbench.train.data import prepare, seeded_generator
-from lthbench.masks import full_masks
-from lthbench.registry import Registry
-from lthbench.protocols import Network
 from lthbench.config.settings import Training
-from lthbench.train.stack import can_batch
-from lthbench.train.loop import make_optimizer, train
+from lthbench.masks import full_masks
+from lthbench.protocols import Network
+from lthbench.registry import Registry
+from lthbench.train.checkpoint import TrainingHooks
+from lthbench.train.data import SeedTag, prepare, seeded_generator
+from lthbench.train.loop import train
+from lthbench.train.optim import make_optimizer
+from lthbench.train.stack import can_batch, make_stack
 
 #: (architecture, data set, batch size, optimizer settings) of each case.
 CASES = {
@@ -54,7 +54,7 @@ def _network(registry: Registry, arch_name: str, seed: int, device: torch.device
     dataset = registry.dataset(CASES[arch_name][0])
     arch = registry.architecture(arch_name)
     network = arch.build(dataset.input_shape, dataset.num_classes, arch.Params())
-    arch.initialize(network.module, seeded_generator("init", seed))
+    arch.initialize(network.module, seeded_generator(SeedTag.INIT, seed))
     network.module.to(device)
     return network
 
@@ -96,7 +96,7 @@ def reference_loop(registry: Registry, arch_name: str, training: Training, data_
     transform = v2.Compose([*augment, v2.ToDtype(torch.float32, scale=True), v2.Normalize(dataset.mean, dataset.std)])
     loader = DataLoader(PerSampleDataset(split.images, split.labels, transform), batch_size=training.batch_size,
                         shuffle=True, drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
-                        persistent_workers=workers > 0, generator=seeded_generator("reference"))
+                        persistent_workers=workers > 0, generator=seeded_generator(SeedTag.REFERENCE))
     model = _network(registry, arch_name, 0, device).module.train()
     optimizer = make_optimizer(training, list(model.parameters()))
     _reset_memory(device)
@@ -127,8 +127,8 @@ def lthbench_loop(registry: Registry, arch_name: str, training: Training, data_r
     masks = full_masks(network)
     clock = _Clock(device, warmup, steps)
     _reset_memory(device)
-    train(network.module, masks, data, clock.training(training),
-          hooks=TrainingHooks(on_progress=lambda done, total, loss: clock.tick(done)))
+    stack = make_stack([network.module], [masks], training.precision)
+    train(stack, [data], clock.training(training), hooks=clock.hooks())
     return clock.measurement(training.batch_size, 1)
 
 
@@ -145,8 +145,8 @@ def batched_loop(registry: Registry, arch_name: str, training: Training, data_ro
     masks = [full_masks(n) for n in networks]
     clock = _Clock(device, warmup, steps)
     _reset_memory(device)
-    train_batched([n.module for n in networks], masks, [data] * trials, clock.training(training),
-                  on_progress=lambda done, total: clock.tick(done))
+    stack = make_stack([n.module for n in networks], masks, training.precision)
+    train(stack, [data] * trials, clock.training(training), hooks=clock.hooks())
     return clock.measurement(training.batch_size, trials)
 
 
@@ -165,7 +165,11 @@ class _Clock:
         length = self.warmup + self.steps + 1
         return dataclasses.replace(training, iterations=length, eval_every=length)
 
-    def tick(self, done: int) -> None:
+    def hooks(self) -> TrainingHooks:
+        """Training hooks that read the clock after every step."""
+        return TrainingHooks(on_progress=lambda done, total, losses: self._tick(done))
+
+    def _tick(self, done: int) -> None:
         if done in (self.warmup, self.warmup + self.steps):
             _sync(self.device)
             self.times[done] = time.perf_counter()

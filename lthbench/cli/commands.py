@@ -135,11 +135,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     import torch
 
-    from lthbench.lottery.execute import Workspace
+    from lthbench.lottery.workspace import Workspace
     from lthbench.run.pool import LocalExecutor, WorkerSettings, worker_slots
     from lthbench.run.scheduler import run_matrix
     from lthbench.store import Store
-    from lthbench.train.batched import MAX_TRIALS
+    from lthbench.train.memory import MAX_TRIALS
 
     registry, benchmark = _load(args)
     if args.device:

@@ -98,6 +98,11 @@ class Schedule:
             (self.output_rate is None or 0 <= self.output_rate < 1, "output_rate", "in [0, 1)"),
         ])
 
+    @property
+    def output_layer_rate(self) -> float:
+        """The output layer's per-round rate: ``output_rate``, else half of ``rate`` (the paper's choice)."""
+        return self.rate / 2 if self.output_rate is None else self.output_rate
+
 
 @dataclass(frozen=True)
 class PluginRef:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from lthbench.run.worker import Outcome, Progress, perform_group
-from lthbench.lottery.execute import Workspace
+from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import RunSpec
 
 ProgressCallback = Callable[[Progress], None]

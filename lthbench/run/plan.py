@@ -24,7 +24,7 @@ from typing import Any
 from lthbench.config.settings import Benchmark, Cell, PluginRef, Training
 from lthbench.registry import Registry
 from lthbench.store import content_hash
-from lthbench.train.loop import total_iterations
+from lthbench.train.optim import total_iterations
 
 #: Version of the layout of ``matrix.json`` and of run records; a reader refuses any other.
 SCHEMA = 1

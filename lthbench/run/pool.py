@@ -26,7 +26,7 @@ import torch
 
 from lthbench.run.worker import Outcome, perform_group
 from lthbench.run.executor import Group, ProgressCallback
-from lthbench.lottery.execute import Workspace
+from lthbench.lottery.workspace import Workspace
 from lthbench.registry import Registry, default_registry
 from lthbench.store import Store
 

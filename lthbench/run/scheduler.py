@@ -24,7 +24,9 @@ from typing import Any
 from rich.console import Console
 
 from lthbench.config.settings import Benchmark
-from lthbench.lottery.execute import Workspace, batch_key, device_label, library_versions
+from lthbench.lottery.execute import batch_key
+from lthbench.lottery.record import failure_record
+from lthbench.lottery.workspace import Workspace, device_label, library_versions
 from lthbench.registry import Registry
 from lthbench.run import locks
 from lthbench.run.executor import Executor, Group, InProcessExecutor
@@ -32,7 +34,7 @@ from lthbench.run.plan import (SCHEMA, RunSpec, cell_fields, cell_runs, iteratio
                                start_iteration, training_length)
 from lthbench.run.progress import Display, describe, make_display
 from lthbench.run.status import FAILURES, RECORDED, RunStatus, derive_statuses
-from lthbench.run.worker import Outcome, failure_record
+from lthbench.run.worker import Outcome
 from lthbench.store import Store, load_state
 
 #: Default ``--checkpoint-every``: iterations between two checkpoints of a run.

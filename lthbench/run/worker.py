@@ -2,9 +2,9 @@
 
 :func:`perform_group` is all a worker needs, on this machine or on a cluster
 node that shares the output folder: it takes the lock of each run it is
-given, so that no two processes train the same run, and writes the records
-that mark them finished. One run trains alone with checkpoints
-(:func:`perform`); several train together in one batched step.
+given, so that no two processes train the same run, trains the runs it
+holds (one alone, several together in one stacked step) and writes the
+records that mark them finished.
 """
 
 from __future__ import annotations
@@ -14,20 +14,18 @@ import datetime
 import gc
 import os
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from lthbench.lottery.execute import execute
+from lthbench.lottery.record import failure_record, run_description
+from lthbench.lottery.workspace import Workspace
 from lthbench.run import locks
-from lthbench.train.checkpoint import Checkpointer, TrainingHooks
-from lthbench.lottery.execute import Workspace, execute, execute_group, run_description
 from lthbench.run.plan import RunSpec
+from lthbench.store import Record
 
-#: Statuses of a run that has a record; ``failed`` ones run again only with ``--retry-failed``.
-FINISHED = ("done", "diverged", "failed")
 #: Seconds between two progress reports of one run.
 PROGRESS_INTERVAL = 0.25
 
@@ -59,13 +57,6 @@ class Outcome:
     redo: tuple[str, ...] = ()
 
 
-def failure_record(spec: RunSpec, error: BaseException) -> dict[str, Any]:
-    """The record of a run that raised: its error and traceback, no metrics."""
-    return {**run_description(spec), "status": "failed", "error": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error)), "weights_remaining": None,
-            "curves": {}, "layers": {}}
-
-
 def _throttled(spec: RunSpec, report: Callable[[Progress], None]) -> Callable[[int, int, float | None], None]:
     last = 0.0
 
@@ -94,13 +85,7 @@ def _redo_unreadable_parents(spec: RunSpec, ws: Workspace) -> tuple[str, ...]:
     return bad
 
 
-def _hooks(spec: RunSpec, ws: Workspace, checkpoint_every: int, report: Callable[[Progress], None],
-           log: Callable[[str], None]) -> TrainingHooks:
-    checkpointer = Checkpointer(ws.store.checkpoint_path(spec.run_id), checkpoint_every)
-    return TrainingHooks(checkpointer, _throttled(spec, report), log)
-
-
-def _attempt(spec: RunSpec, log: Callable[[str], None], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _recorded(spec: RunSpec, log: Callable[[str], None], work: Callable[[], Record]) -> Record:
     """The record ``work`` returns, or the failure record of the exception it raised."""
     try:
         return work()
@@ -116,18 +101,6 @@ def _attempt(spec: RunSpec, log: Callable[[str], None], work: Callable[[], dict[
 def _free_cuda_memory() -> None:
     gc.collect()
     torch.cuda.empty_cache()
-
-
-def _execute_one(spec: RunSpec, ws: Workspace, hooks: TrainingHooks) -> dict[str, Any]:
-    ws.registry.run_started(run_description(spec))
-    return execute(spec, ws, hooks)
-
-
-def _train_alone(spec: RunSpec, ws: Workspace, checkpoint_every: int, report: Callable[[Progress], None],
-                 log: Callable[[str], None]) -> dict[str, Any]:
-    """Announce and train one run with checkpoints; its record, ``failed`` if it raised."""
-    hooks = _hooks(spec, ws, checkpoint_every, report, log)
-    return _attempt(spec, log, lambda: _execute_one(spec, ws, hooks))
 
 
 def _claim(spec: RunSpec, ws: Workspace) -> Outcome | None:
@@ -153,9 +126,9 @@ def _claim(spec: RunSpec, ws: Workspace) -> Outcome | None:
 def _no_need_to_train(spec: RunSpec, ws: Workspace) -> Outcome | None:
     """The outcome of a locked run that is recorded already or must wait for its parents to be redone."""
     store = ws.store
-    record = store.record(spec.run_id)
-    if record is not None and record.get("status") in FINISHED:
-        return Outcome(spec.run_id, record["status"], record.get("error"))  # finished meanwhile elsewhere
+    status = store.status(spec.run_id)
+    if status is not None:  # finished meanwhile elsewhere
+        return Outcome(spec.run_id, status, store.record(spec.run_id).get("error"))
     store.remove_temporary_files(spec.run_id)
     redo = _redo_unreadable_parents(spec, ws)
     if redo:
@@ -174,7 +147,7 @@ def _run_log(spec: RunSpec, ws: Workspace) -> Iterator[Callable[[str], None]]:
         yield log
 
 
-def _store(spec: RunSpec, ws: Workspace, record: dict[str, Any], log: Callable[[str], None]) -> Outcome:
+def _store(spec: RunSpec, ws: Workspace, record: Record, log: Callable[[str], None]) -> Outcome:
     """Write the run's record, drop its checkpoint and tell the observers."""
     ws.store.write_record(spec.run_id, record)
     ws.store.remove_checkpoints(spec.run_id)
@@ -186,42 +159,17 @@ def _store(spec: RunSpec, ws: Workspace, record: dict[str, Any], log: Callable[[
     return Outcome(spec.run_id, record["status"], record.get("error"))
 
 
-def perform(spec: RunSpec, ws: Workspace, checkpoint_every: int,
-            report: Callable[[Progress], None] = lambda progress: None) -> Outcome:
-    """Train one run unless another process holds it or it is recorded; store its record and log.
-
-    Exceptions of the run (plugins, divergence, CUDA out of memory) become a
-    ``failed`` record. ``KeyboardInterrupt`` and ``SystemExit`` pass through,
-    leaving the latest checkpoint for the next attempt.
-    """
-    refused = _claim(spec, ws)
-    if refused is not None:
-        return refused
-    try:
-        with _run_log(spec, ws) as log:
-            log(f"started on {ws.device} by process {os.getpid()}")
-            return _store(spec, ws, _train_alone(spec, ws, checkpoint_every, report, log), log)
-    finally:
-        locks.release(ws.store.lock_path(spec.run_id))
-
-
 def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int,
                   report: Callable[[Progress], None] = lambda progress: None) -> list[Outcome]:
-    """Carry out one unit of work: a single run (:func:`perform`), or runs that train together.
+    """Carry out one unit of work: one run, or runs of one :func:`~lthbench.lottery.execute.batch_key`.
 
-    The runs of a group (of one :func:`~lthbench.lottery.execute.batch_key`) are
-    locked and checked one by one as :func:`perform` does; those this
-    process may train go to :func:`~lthbench.lottery.execute.execute_group`, and
-    each gets its own record and log, as if it had trained alone. A group
-    keeps one checkpoint for all its runs (see
-    :func:`~lthbench.lottery.execute.execute_group`); the same runs grouped again
-    resume from it, otherwise they start over. When the group
-    raises, its runs are trained again one by one, with checkpoints, so that
-    an error fails only the run that causes it (observers then hear of their
-    start twice).
+    Each run is locked and checked first: one that another process holds,
+    that is recorded already or whose inputs must be redone gets that outcome
+    untrained. The others train (:func:`_train`) and each gets its own record
+    and log. Exceptions of a run (plugins, divergence, CUDA out of memory)
+    become a ``failed`` record. ``KeyboardInterrupt`` and ``SystemExit`` pass
+    through, leaving the latest checkpoint for the next attempt.
     """
-    if len(specs) == 1:
-        return [perform(specs[0], ws, checkpoint_every, report)]
     outcomes, claimed = [], []
     try:
         for spec in specs:
@@ -231,15 +179,23 @@ def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int
             else:
                 outcomes.append(refused)
         if claimed:
-            outcomes += _train_group(claimed, ws, checkpoint_every, report)
+            outcomes += _train(claimed, ws, checkpoint_every, report)
         return outcomes
     finally:
         for spec in claimed:
             locks.release(ws.store.lock_path(spec.run_id))
 
 
-def _train_group(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
-                 report: Callable[[Progress], None]) -> list[Outcome]:
+def _train(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
+           report: Callable[[Progress], None]) -> list[Outcome]:
+    """Train claimed runs, together when there are several, and store each one's record.
+
+    A group that raises (whatever the cause: one member's plugin, memory)
+    trains again one run at a time, each with its own checkpoint, so that an
+    error fails only the run that causes it and the others still get their
+    records. Observers hear ``run_started`` once per run, before its first
+    training; an observer that raises there fails that run.
+    """
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(_run_log(spec, ws)) for spec in specs]
 
@@ -247,21 +203,27 @@ def _train_group(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
             for log in logs:
                 log(line)
 
-        log_all(f"started on {ws.device} by process {os.getpid()} in a batched group of {len(specs)} runs")
-        reporters = [_throttled(spec, report) for spec in specs]
+        together = f" in a batched group of {len(specs)} runs" if len(specs) > 1 else ""
+        log_all(f"started on {ws.device} by process {os.getpid()}{together}")
+        reporters = {spec.run_id: _throttled(spec, report) for spec in specs}
+        announced: set[str] = set()
 
-        def on_progress(done: int, total: int) -> None:
-            for reporter in reporters:
-                reporter(done, total, None)
+        def attempt(group: list[RunSpec], log: Callable[[str], None]) -> list[Record]:
+            for spec in group:
+                if spec.run_id not in announced:
+                    ws.registry.run_started(run_description(spec))
+                    announced.add(spec.run_id)
+            return execute(group, ws, checkpoint_every, lambda run_id, *progress: reporters[run_id](*progress), log)
 
-        try:
-            for spec in specs:
-                ws.registry.run_started(run_description(spec))
-            records = execute_group(specs, ws, on_progress, checkpoint_every, log_all)
-        except Exception as error:  # whatever failed, training alone shows which run it belongs to
-            if isinstance(error, torch.cuda.OutOfMemoryError):
-                _free_cuda_memory()
-            for log in logs:
-                log(f"batched training failed ({type(error).__name__}: {error}); training this run alone")
-            records = [_train_alone(spec, ws, checkpoint_every, report, log) for spec, log in zip(specs, logs)]
+        records = None
+        if len(specs) > 1:
+            try:
+                records = attempt(specs, log_all)
+            except Exception as error:  # whatever failed, training alone shows which run it belongs to
+                if isinstance(error, torch.cuda.OutOfMemoryError):
+                    _free_cuda_memory()
+                for log in logs:
+                    log(f"batched training failed ({type(error).__name__}: {error}); training this run alone")
+        if records is None:
+            records = [_recorded(spec, log, lambda: attempt([spec], log)[0]) for spec, log in zip(specs, logs)]
         return [_store(spec, ws, record, log) for spec, record, log in zip(specs, records, logs)]

@@ -1,9 +1,10 @@
-"""Training checkpoints, and the hooks through which a training run reports to whoever runs it.
+"""Training checkpoints, and the hooks through which a training reports to whoever runs it.
 
-The runner passes the hooks of a run to :func:`lthbench.lottery.execute.execute`,
-which hands them to :func:`lthbench.train.loop.train`. A checkpoint holds what a trainer cannot recompute (model,
-optimizer, curves, running loss); the data order and augmentation are pure
-functions of (seed, iteration), so resuming gives the same numbers.
+:func:`lthbench.lottery.execute.execute` builds the hooks of each training
+it hands to :func:`lthbench.train.loop.train`. A checkpoint holds what a
+training cannot recompute (the stack's weights, the optimizer, the curves,
+the running losses); the data order and augmentation are pure functions of
+(seed, iteration), so resuming gives the same numbers.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lthbench.store import load_state, readable, save_state
+
+if TYPE_CHECKING:
+    from lthbench.train.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,29 @@ def _ignore(*args: Any) -> None:
 
 
 @dataclass(frozen=True)
+class Snapshots:
+    """The weights a training hands out as it passes given iterations (θ_k, to rewind to).
+
+    ``keep(k, stack)`` is called before iteration ``k`` for every ``k`` in
+    ``at`` that the training passes, its end included. With ``stop``, the
+    training ends at the largest ``k``: learning rates and data order stay
+    those of the full training, so ``keep`` sees the full training's state
+    after ``k`` iterations.
+    """
+
+    at: frozenset[int]
+    keep: Callable[[int, Stack], None]
+    stop: bool = False
+
+
+@dataclass(frozen=True)
 class TrainingHooks:
-    """What a training run reports to, and where it checkpoints."""
+    """What a training reports to, where it checkpoints, and which weights it hands out on its way."""
 
     checkpointer: Checkpointer | None = None
-    #: ``(iterations done, total iterations, latest training loss or None)``; called every iteration.
-    on_progress: Callable[[int, int, float | None], None] = field(default=_ignore)
-    #: One line for the run's log (evaluations, resumption).
+    #: ``(iterations done, total iterations, each model's latest training loss or None)``; called every iteration.
+    on_progress: Callable[[int, int, list[float | None]], None] = field(default=_ignore)
+    #: One line for the log of every run in the training (evaluations, resumption).
     log: Callable[[str], None] = field(default=_ignore)
+    #: The iterations whose weights to hand out (a dense run's rewinding points), if any.
+    snapshots: Snapshots | None = None

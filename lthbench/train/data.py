@@ -8,7 +8,9 @@ the whole batch at once (the approach of airbench).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -28,8 +30,30 @@ def load_split(dataset: Dataset, root: Path, train: bool, download: bool) -> Ten
     return _loaded[key]
 
 
+class SeedTag(StrEnum):
+    """The first part of every :func:`seeded_generator` seed: which random stream it is.
+
+    The tags are part of every stored result but of no run id: renaming one
+    changes the numbers stored under unchanged ids.
+    """
+
+    INIT = "init"  # θ₀ of a chain's dense run
+    PRUNE = "prune"  # a pruner's random choices
+    REINIT = "reinit"  # a fresh draw of the initial weights (the reinit control)
+    ORDER = "order"  # an epoch's order of the training images
+    AUGMENT = "augment"  # an iteration's crops and flips
+    SUBSET = "subset"  # the training subset
+    TEST = "test"  # the test subset
+    VALIDATION = "validation"  # the validation split
+    REFERENCE = "reference"  # the shuffling of lthbench bench's plain PyTorch loop
+
+
 def seeded_generator(*parts: object, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator on ``device`` seeded from a stable hash of ``parts`` (ints and strings)."""
+    """A generator on ``device`` seeded from a stable hash of ``parts`` (a :class:`SeedTag`, then ints and strings).
+
+    The hash and the tags fix every random draw of a run: changing either
+    changes every stored result.
+    """
     value = 0
     for part in parts:
         for byte in str(part).encode() + b"\x00":
@@ -65,7 +89,7 @@ class DeviceData:
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The seeded permutation of the training images for one epoch, on the device."""
-        order = torch.randperm(self.train_size, generator=seeded_generator("order", self.seed, epoch))
+        order = torch.randperm(self.train_size, generator=seeded_generator(SeedTag.ORDER, self.seed, epoch))
         return order.to(self.train_images.device, non_blocking=True)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -77,8 +101,52 @@ class DeviceData:
         index = order[step * batch_size : (step + 1) * batch_size]
         images = self.normalize(self.train_images[index])
         if self.augment:
-            images = augment_batch(images, seeded_generator("augment", self.seed, iteration, device=images.device))
+            generator = seeded_generator(SeedTag.AUGMENT, self.seed, iteration, device=images.device)
+            images = augment_batch(images, generator)
         return images, self.train_labels[index]
+
+
+class Batches:
+    """The training batches and evaluation splits of K models, one :class:`DeviceData` each.
+
+    When every model has the same :class:`DeviceData` (the controls of one
+    level: same seed), one batch feeds all of them (``shared``); otherwise
+    each model draws its own, stacked along a first dimension of K.
+    """
+
+    def __init__(self, datas: Sequence[DeviceData], batch_size: int):
+        self.first = datas[0]
+        self.shared = all(d is datas[0] for d in datas)
+        self.sources = list(datas[:1] if self.shared else datas)
+        self.batch_size = batch_size
+        self.per_epoch = self.first.iterations_per_epoch(batch_size)
+        self.val = self._split("val")
+        self.test = self._split("test")
+        self._orders: list[torch.Tensor] = []
+        self._epoch = -1
+
+    @property
+    def device(self) -> torch.device:
+        """Where the data lives."""
+        return self.first.train_images.device
+
+    def training_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of ``iteration`` (each model's epoch order and augmentation)."""
+        epoch, step = divmod(iteration, self.per_epoch)
+        if epoch != self._epoch:
+            self._orders, self._epoch = [d.epoch_order(epoch) for d in self.sources], epoch
+        batches = [d.training_batch(order, step, self.batch_size, iteration)
+                   for d, order in zip(self.sources, self._orders)]
+        if self.shared:
+            return batches[0]
+        return torch.stack([images for images, _ in batches]), torch.stack([labels for _, labels in batches])
+
+    def _split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images = [getattr(d, f"{name}_images") for d in self.sources]
+        labels = [getattr(d, f"{name}_labels") for d in self.sources]
+        if self.shared:
+            return images[0], labels[0]
+        return torch.stack(images), torch.stack(labels)
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -112,13 +180,15 @@ def prepare(
     dataset: Dataset, root: Path, download: bool, training: Training, seed: int, device: torch.device
 ) -> DeviceData:
     """Split off a seeded validation set, take any subsets, and move everything to ``device``."""
-    train = _subset(load_split(dataset, root, True, download), training.train_subset, seeded_generator("subset", seed))
-    test = _subset(load_split(dataset, root, False, download), training.test_subset, seeded_generator("test", seed))
+    train = _subset(load_split(dataset, root, True, download), training.train_subset,
+                    seeded_generator(SeedTag.SUBSET, seed))
+    test = _subset(load_split(dataset, root, False, download), training.test_subset,
+                   seeded_generator(SeedTag.TEST, seed))
     if training.validation_size >= len(train.labels):
         raise ValueError(
             f"validation_size = {training.validation_size} leaves no training images out of {len(train.labels)}"
         )
-    split = torch.randperm(len(train.labels), generator=seeded_generator("validation", seed))
+    split = torch.randperm(len(train.labels), generator=seeded_generator(SeedTag.VALIDATION, seed))
     val_index, train_index = split[: training.validation_size], split[training.validation_size :]
     to = dict(device=device)
     shape = (1, -1, 1, 1)

@@ -1,11 +1,15 @@
-"""A small learnable problem on the device-resident data type, a small MLP and a random half mask."""
+"""A small learnable problem on the device-resident data type, a small MLP, a random half mask, and training calls."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from lthbench.config.settings import Training
 from lthbench.train.data import DeviceData
+from lthbench.train.loop import train
+from lthbench.train.result import TrainResult
+from lthbench.train.stack import MaskApplier, make_stack
 
 
 def synthetic_data(n=600, seed=0, augment=False) -> DeviceData:
@@ -29,3 +33,20 @@ def half_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """A seeded mask keeping about half of every weight matrix."""
     g = torch.Generator().manual_seed(1)
     return {name: torch.rand(p.shape, generator=g) < 0.5 for name, p in model.named_parameters() if p.dim() == 2}
+
+
+def apply_masks(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Zero, in place, the entries of ``module``'s parameters that ``masks`` prune (once)."""
+    MaskApplier(module, masks)()
+
+
+def train_alone(model: nn.Module, masks: dict[str, torch.Tensor], data: DeviceData, training: Training,
+                **options) -> TrainResult:
+    """Train one model as the engine trains a lone run."""
+    return train(make_stack([model], [masks], training.precision), [data], training, **options)[0]
+
+
+def train_together(models: list[nn.Module], masks: list[dict[str, torch.Tensor]], datas: list[DeviceData],
+                   training: Training, **options) -> list[TrainResult]:
+    """Train models as one stack, as the engine trains a group."""
+    return train(make_stack(models, masks, training.precision), datas, training, **options)

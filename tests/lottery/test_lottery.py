@@ -10,7 +10,7 @@ import torch
 from lthbench.cli import main
 from lthbench.config.parse import load_benchmark
 from lthbench.train.data import seeded_generator
-from lthbench.lottery.execute import Workspace
+from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import plan_runs
 from lthbench.protocols import InitContext
 from lthbench.run.scheduler import run_matrix
@@ -134,7 +134,7 @@ def test_rewind_state_is_the_dense_run_after_k_iterations(iterative, registry, d
     bench, ws, _ = iterative
     dense = next(r for r in plan_runs(bench) if r.round == 0 and r.seed == 0)
     from lthbench.train.data import prepare
-    from lthbench.train.loop import train
+    from helpers.synthetic import train_alone
     import dataclasses
 
     arch = registry.architecture("lenet_300_100")
@@ -142,7 +142,7 @@ def test_rewind_state_is_the_dense_run_after_k_iterations(iterative, registry, d
     network.module.load_state_dict(load_tensors(ws.store.tensors_path(dense.run_id, "init")))
     training = dataclasses.replace(dense.cell.training, iterations=20)
     data = prepare(registry.dataset("mnist"), data_root, False, dense.cell.training, 0, torch.device("cpu"))
-    train(network.module, {}, data, dataclasses.replace(training))
+    train_alone(network.module, {}, data, dataclasses.replace(training))
     saved = load_tensors(ws.store.tensors_path(dense.run_id, "rewind_20"))
     assert all(torch.equal(network.module.state_dict()[k], saved[k]) for k in saved)
 

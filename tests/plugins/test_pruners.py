@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lthbench.masks import apply_masks, full_masks
+from helpers.synthetic import apply_masks
+from lthbench.masks import full_masks
 from lthbench.protocols import ChannelGroup, Network, PruningContext
 from lthbench_plugins.pruners import (
     GlobalMagnitude,

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from lthbench import hookimpl
-from lthbench.train.batched import MAX_TRIALS, bytes_per_model, trials_that_fit, trials_that_fit_device
+from lthbench.train.memory import MAX_TRIALS, bytes_per_model, trials_that_fit, trials_that_fit_device
 from lthbench.cli import main
 from lthbench.config.parse import load_benchmark
-from lthbench.lottery.execute import Workspace, batch_key
+from lthbench.lottery.execute import batch_key
+from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import plan_runs
 from lthbench.protocols import Initializer
 from lthbench.registry import build_registry

@@ -15,13 +15,12 @@ import torch
 
 from lthbench.train.checkpoint import Checkpointer, TrainingHooks
 from lthbench.config.parse import load_benchmark
-from lthbench.lottery.execute import Workspace
+from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import plan_runs
 from lthbench.run.scheduler import run_matrix
 from lthbench.config.settings import Training
 from lthbench.store import Store, _atomic_write
-from lthbench.train.loop import train
-from helpers.synthetic import half_masks, small_net, synthetic_data
+from helpers.synthetic import half_masks, small_net, synthetic_data, train_alone
 from helpers import tiny_matrix
 from helpers.processes import comparable_records, kill_when, lthbench_run
 
@@ -67,7 +66,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, optimizer):
 
 
 def train_with(model, masks, training, hooks):
-    return train(model, masks, synthetic_data(), training, hooks=hooks)
+    return train_alone(model, masks, synthetic_data(), training, hooks=hooks)
 
 
 def test_a_truncated_or_foreign_checkpoint_is_discarded(tmp_path):

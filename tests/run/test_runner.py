@@ -14,7 +14,7 @@ from lthbench.train.checkpoint import Checkpointer
 from lthbench.cli import main
 from lthbench.config.parse import load_benchmark
 from lthbench.run.pool import LocalExecutor, WorkerSettings, worker_slots
-from lthbench.lottery.execute import Workspace
+from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import plan_runs
 from lthbench.run.scheduler import RunBoard, iterations_left, run_matrix, statuses, tidy_store
 from lthbench.store import Store

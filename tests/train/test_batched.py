@@ -8,13 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from lthbench.train.batched import train_batched
-from lthbench.train.checkpoint import Checkpointer
+from lthbench.train.checkpoint import Checkpointer, TrainingHooks
 from lthbench.train.stack import can_batch
 from lthbench.store import load_state
 from lthbench.config.settings import Training
-from lthbench.train.loop import train
-from helpers.synthetic import half_masks, synthetic_data
+from helpers.synthetic import half_masks, synthetic_data, train_alone, train_together
 
 
 def nets(k: int, conv: bool = False) -> list[nn.Module]:
@@ -34,8 +32,8 @@ def train_both_ways(settings, shared, conv):
     masks = [half_masks(m) for m in models]
     datas = [synthetic_data(augment=True)] * 3 if shared else [synthetic_data(seed=s, augment=True) for s in range(3)]
     separate = [copy.deepcopy(m) for m in models]
-    expected = [train(m, mk, d, training) for m, mk, d in zip(separate, masks, datas)]
-    results = train_batched(models, masks, datas, training)
+    expected = [train_alone(m, mk, d, training) for m, mk, d in zip(separate, masks, datas)]
+    results = train_together(models, masks, datas, training)
     for got, want, batched_model, single_model, mask in zip(results, expected, models, separate, masks):
         assert got.curves.iteration == want.curves.iteration
         for (name, a), b in zip(batched_model.named_parameters(), single_model.parameters()):
@@ -82,18 +80,19 @@ def test_an_interrupted_stack_resumes_from_its_checkpoint_to_the_same_numbers(tm
                         optimizer="adam", lr=1e-2)
     datas = [synthetic_data(seed=s, augment=True) for s in range(3)]
     masks = [half_masks(m) for m in nets(3)]
-    expected = train_batched(reference := nets(3), masks, datas, training)
+    expected = train_together(reference := nets(3), masks, datas, training)
 
-    def stop_at_30(done, total):
+    def stop_at_30(done, total, losses):
         if done == 30:
             raise Interrupt
 
     checkpointer = Checkpointer(tmp_path / "group.pt", 20)
     with pytest.raises(Interrupt):
-        train_batched(nets(3), masks, datas, training, on_progress=stop_at_30, checkpointer=checkpointer)
+        train_together(nets(3), masks, datas, training, hooks=TrainingHooks(checkpointer, stop_at_30))
     assert load_state(tmp_path / "group.pt")["iteration"] == 20
     lines = []
-    resumed = train_batched(models := nets(3), masks, datas, training, checkpointer=checkpointer, log=lines.append)
+    resumed = train_together(models := nets(3), masks, datas, training,
+                             hooks=TrainingHooks(checkpointer, log=lines.append))
     assert lines == ["resumed the batched group of 3 runs from its checkpoint at iteration 20"]
     for got, want in zip(resumed, expected):
         assert vars(got.curves) == vars(want.curves) and got.diverged == want.diverged

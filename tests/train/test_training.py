@@ -8,10 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from lthbench.train.checkpoint import Snapshots, TrainingHooks
 from lthbench.train.data import DeviceData, augment_batch, seeded_generator
 from lthbench.config.settings import Training
-from lthbench.train.loop import lr_factor, make_optimizer, train
-from helpers.synthetic import half_masks, small_net, synthetic_data
+from lthbench.train.optim import lr_factor, make_optimizer
+from lthbench.train.stack import ModuleStack, VmapStack, make_stack
+from helpers.synthetic import half_masks, small_net, synthetic_data, train_alone
 
 
 @pytest.mark.parametrize("settings", [
@@ -24,7 +26,7 @@ def test_pruned_weights_stay_exactly_zero(settings):
     masks = half_masks(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     training = Training(batch_size=20, iterations=100, eval_every=50, validation_size=1, **settings)
-    result = train(model, masks, synthetic_data(), training)
+    result = train_alone(model, masks, synthetic_data(), training)
     assert not result.diverged
     for name, param in model.named_parameters():
         if name in masks:
@@ -34,7 +36,7 @@ def test_pruned_weights_stay_exactly_zero(settings):
 
 def test_training_learns_and_records_early_stop():
     training = Training(optimizer="adam", lr=1e-2, batch_size=20, iterations=200, eval_every=40, validation_size=1)
-    result = train(small_net(), {}, synthetic_data(), training)
+    result = train_alone(small_net(), {}, synthetic_data(), training)
     curves = result.curves
     assert curves.iteration == [40, 80, 120, 160, 200]
     assert curves.test_accuracy[-1] > 0.5
@@ -49,15 +51,15 @@ def test_training_is_deterministic_on_cpu():
     training = Training(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=20, iterations=60, eval_every=20,
                         validation_size=1, augment=True)
     a, b = small_net(), small_net()
-    ra = train(a, half_masks(a), synthetic_data(augment=True), training)
-    rb = train(b, half_masks(b), synthetic_data(augment=True), training)
+    ra = train_alone(a, half_masks(a), synthetic_data(augment=True), training)
+    rb = train_alone(b, half_masks(b), synthetic_data(augment=True), training)
     assert ra.curves == rb.curves
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
 def test_non_finite_loss_is_recorded_as_diverged():
     training = Training(optimizer="sgd", lr=1e12, batch_size=20, iterations=200, eval_every=10, validation_size=1)
-    result = train(small_net(), {}, synthetic_data(), training)
+    result = train_alone(small_net(), {}, synthetic_data(), training)
     assert result.diverged
     assert result.curves.iteration[-1] < 200
 
@@ -67,12 +69,12 @@ def test_state_is_saved_at_requested_iterations_and_resuming_matches():
                         validation_size=1)
     saved = {}
     model = small_net()
-    train(model, {}, synthetic_data(), training, save_at=lambda k: k == 30,
-          on_save=lambda k, m: saved.update({k: {n: t.clone() for n, t in m.state_dict().items()}}))
+    keep = lambda k, stack: saved.update({k: stack.module_state(0)})
+    train_alone(model, {}, synthetic_data(), training, hooks=TrainingHooks(snapshots=Snapshots(frozenset({30}), keep)))
     assert list(saved) == [30]
     # 30 iterations from scratch reach exactly the saved θ_30 (same data order, same schedule)
     fresh = small_net()
-    train(fresh, {}, synthetic_data(), Training(**{**vars(training), "iterations": 30}))
+    train_alone(fresh, {}, synthetic_data(), Training(**{**vars(training), "iterations": 30}))
     assert all(torch.equal(fresh.state_dict()[n], saved[30][n]) for n in saved[30])
 
 
@@ -117,3 +119,24 @@ def test_optimizers_are_multi_tensor_on_the_cpu(settings):
 def test_optimizers_are_fused_on_a_gpu():
     optimizer = make_optimizer(Training(optimizer="adam", lr=1e-3), list(nn.Linear(3, 2).cuda().parameters()))
     assert optimizer.defaults["fused"] is True
+
+
+def test_a_snapshot_that_stops_training_recomputes_the_state_the_full_training_passed_through():
+    training = Training(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=20, iterations=50, eval_every=25,
+                        validation_size=1, lr_schedule="cosine")
+    full, stopped = {}, {}
+    train_alone(small_net(), {}, synthetic_data(), training,
+                hooks=TrainingHooks(snapshots=Snapshots(frozenset({30}), lambda k, s: full.update(s.module_state(0)))))
+    result = train_alone(small_net(), {}, synthetic_data(), training, hooks=TrainingHooks(
+        snapshots=Snapshots(frozenset({30}), lambda k, s: stopped.update(s.module_state(0)), stop=True)))
+    assert result.curves.iteration == [25]  # stopped before the second evaluation
+    assert full.keys() == stopped.keys() and all(torch.equal(full[n], stopped[n]) for n in full)
+
+
+def test_only_networks_that_cannot_stack_train_as_modules():
+    assert isinstance(make_stack([small_net()], [{}], "fp32"), VmapStack)
+    assert isinstance(make_stack([small_net()], [{}], "bf16"), ModuleStack)
+    batch_norm = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.BatchNorm1d(10))
+    assert isinstance(make_stack([batch_norm], [{}], "fp32"), ModuleStack)
+    with pytest.raises(ValueError, match="train stacked"):
+        make_stack([batch_norm, batch_norm], [{}, {}], "fp32")
