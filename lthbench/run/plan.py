@@ -9,7 +9,7 @@ the id of the run its mask comes from, so the whole lineage is in the id.
 Display names (the experiment's name), the number of rounds and the other
 initializers of the cell are not part of it: adding rounds, seeds, a control
 or a rewinding point reuses the finished runs (θ_k of a rewinding point added
-later is recomputed from θ₀ by :func:`lthbench.lottery.execute.prepare_run`).
+later is recomputed from θ₀ by :func:`lthbench.lottery.prepare.prepare_run`).
 
 The iteration arithmetic of a run outside training lives here too: how long
 it trains (:func:`training_length`) and where it starts (:func:`start_iteration`).

@@ -239,3 +239,19 @@ def test_run_refuses_an_unknown_device_and_an_output_folder_it_cannot_create(tmp
 def test_parse_reports_file_name_for_inline_text(registry, tmp_path):
     with pytest.raises(ConfigError, match="inline.toml: benchmark.name"):
         parse_benchmark("[benchmark]\n", tmp_path / "inline.toml", registry)
+
+
+def test_the_output_layer_rate_is_output_rate_when_set_else_half_the_rate():
+    from lthbench.config.settings import Schedule
+
+    assert Schedule(rate=0.2).output_layer_rate == 0.1
+    assert Schedule(rate=0.2, output_rate=0.0).output_layer_rate == 0.0
+    assert Schedule(rate=0.2, output_rate=0.15).output_layer_rate == 0.15
+
+
+def test_a_level_rate_compounds_in_one_shot_mode_only():
+    from lthbench.protocols import level_rate
+
+    assert level_rate(0.5, 2, one_shot=True) == 0.75
+    assert level_rate(0.5, 2, one_shot=False) == 0.5
+    assert level_rate(0.2, 1, one_shot=True) == pytest.approx(0.2)

@@ -1,4 +1,4 @@
-"""Regenerate the golden data of ``tests/test_golden.py`` with the code of this checkout.
+"""Regenerate the golden data of ``tests/run/test_golden.py`` with the code of this checkout.
 
 Run it with the release whose behaviour is the reference (the golden files
 record what *that* code does; the guard tests then check that later code
