@@ -7,11 +7,15 @@ memory) is seen through its process sentinel: the runs of its group are
 reported ``crashed`` and a fresh
 worker takes its place. Workers ignore Ctrl-C, which the scheduler handles
 by calling :meth:`LocalExecutor.shutdown`; they exit on SIGTERM, and also
-when the scheduler's process is gone (a broken pipe), leaving checkpoints.
+when the scheduler's process is gone (a broken pipe, or on Linux a signal
+when it dies), leaving checkpoints. A worker whose output folder cannot be
+written (:class:`lthbench.store.StoreError`) sends that error back, and
+:meth:`LocalExecutor.wait` raises it in the scheduler's process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -24,11 +28,14 @@ from pathlib import Path
 
 import torch
 
-from lthbench.run.worker import Outcome, perform_group
+from lthbench.run.worker import Leave, Outcome, perform_group
 from lthbench.run.executor import Group, ProgressCallback
 from lthbench.lottery.workspace import Workspace
 from lthbench.registry import Registry, default_registry
-from lthbench.store import Store
+from lthbench.store import Store, StoreError
+
+#: ``prctl`` option asking the kernel for a signal when the parent process dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,23 @@ class WorkerSettings:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    sys.exit(128 + signum)
+    raise Leave(128 + signum)
+
+
+def _terminate_with_parent() -> None:
+    """Get SIGTERM when the scheduler's process dies, even if killed (Linux); elsewhere the broken pipe tells."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
 
 
 def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """A worker's life: build the workspace, then perform groups of runs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _terminate_with_parent()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
@@ -64,7 +81,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
         try:
             conn.send(message)
         except OSError:  # the scheduler is gone: stop, keeping the checkpoint
-            sys.exit(1)
+            raise Leave(1) from None
 
     while True:
         try:
@@ -73,7 +90,12 @@ def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
             return
         if group is None:
             return
-        send(("outcomes", perform_group(group, ws, settings.checkpoint_every, lambda p: send(("progress", p)))))
+        try:
+            outcomes = perform_group(group, ws, settings.checkpoint_every, lambda p: send(("progress", p)))
+        except StoreError as error:
+            send(("fatal", error))
+            return
+        send(("outcomes", outcomes))
 
 
 @dataclass
@@ -118,7 +140,10 @@ class LocalExecutor:
         return outcomes
 
     def _receive(self, worker: _Worker, on_progress: ProgressCallback) -> list[Outcome] | None:
-        """Drain one worker's pipe; the outcomes of its group if the group ended."""
+        """Drain one worker's pipe; the outcomes of its group if the group ended.
+
+        A worker's :class:`~lthbench.store.StoreError` is raised here.
+        """
         while worker.conn.poll():
             try:
                 kind, payload = worker.conn.recv()
@@ -126,6 +151,9 @@ class LocalExecutor:
                 return None  # it died: the sentinel says so
             if kind == "progress":
                 on_progress(payload)
+            elif kind == "fatal":
+                worker.group = None
+                raise payload
             else:
                 worker.group = None
                 return payload
