@@ -5,7 +5,7 @@ plugin registry, receives groups of runs through a pipe and sends back
 progress and outcomes. A worker that dies (killed, segfault, out of host
 memory) is seen through its process sentinel: the runs of its group are
 reported ``crashed`` and a fresh
-worker takes its place. Workers ignore Ctrl-C, which the scheduler handles
+worker takes its place. Workers start when the first group for them comes. Workers ignore Ctrl-C, which the scheduler handles
 by calling :meth:`LocalExecutor.shutdown`; they exit on SIGTERM, and also
 when the scheduler's process is gone (a broken pipe, or on Linux a signal
 when it dies), leaving checkpoints. A worker whose output folder cannot be
@@ -111,8 +111,10 @@ class LocalExecutor:
 
     def __init__(self, slots: list[WorkerSettings]):
         self._context = multiprocessing.get_context("spawn")
-        self._workers = [self._start(settings) for settings in slots]
-        self.capacity = len(self._workers)
+        self._slots = list(slots)
+        #: The worker of each slot; ``None`` until a group needs it (a rerun with nothing to train starts none).
+        self._workers: list[_Worker | None] = [None] * len(slots)
+        self.capacity = len(slots)
 
     def _start(self, settings: WorkerSettings) -> _Worker:
         ours, theirs = self._context.Pipe()
@@ -122,14 +124,17 @@ class LocalExecutor:
         return _Worker(process, ours, settings)
 
     def submit(self, group: Group) -> None:
-        """Hand ``group`` to an idle worker."""
-        worker = next(w for w in self._workers if w.group is None)
+        """Hand ``group`` to an idle worker, starting the slot's worker if it has none."""
+        index = next(i for i, w in enumerate(self._workers) if w is None or w.group is None)
+        if self._workers[index] is None:
+            self._workers[index] = self._start(self._slots[index])
+        worker = self._workers[index]
         worker.group = group
         worker.conn.send(group)
 
     def wait(self, timeout: float, on_progress: ProgressCallback) -> list[Outcome]:
         """Read workers' messages until some group ends or ``timeout`` passes."""
-        busy = [w for w in self._workers if w.group is not None]
+        busy = [w for w in self._workers if w is not None and w.group is not None]
         ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
         outcomes = []
         for worker in busy:
@@ -160,17 +165,17 @@ class LocalExecutor:
         return None
 
     def _replace(self, worker: _Worker) -> list[Outcome]:
-        """Report the runs of a dead worker as crashed and start a new worker in its place."""
+        """Report the runs of a dead worker as crashed; a new worker takes its slot when a group needs it."""
         group, code = worker.group, worker.process.exitcode
         worker.conn.close()
-        index = self._workers.index(worker)
-        self._workers[index] = self._start(worker.settings)
+        self._workers[self._workers.index(worker)] = None
         error = f"the worker process on {worker.settings.device} died (exit code {code}) during this run"
         return [Outcome(spec.run_id, "crashed", error) for spec in group]
 
     def shutdown(self) -> None:
         """Ask idle workers to stop, terminate busy ones, and wait for all."""
-        for worker in self._workers:
+        started = [worker for worker in self._workers if worker is not None]
+        for worker in started:
             if not worker.process.is_alive():
                 continue
             if worker.group is None:
@@ -180,7 +185,7 @@ class LocalExecutor:
                     worker.process.terminate()
             else:
                 worker.process.terminate()  # SIGTERM: the worker exits, releasing its lock
-        for worker in self._workers:
+        for worker in started:
             worker.process.join(timeout=30)
             if worker.process.is_alive():
                 worker.process.kill()

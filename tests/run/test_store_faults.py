@@ -18,7 +18,7 @@ from lthbench.errors import UserError
 from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import plan_runs
 from lthbench.run.scheduler import run_matrix
-from lthbench.store import Store
+from lthbench.store import Store, StoreFullError
 from helpers import tiny_matrix
 from helpers.processes import comparable_records
 
@@ -170,42 +170,62 @@ def test_no_write_of_lthbench_follows_a_link_out_of_the_store(finished, tmp_path
         except UserError as error:
             assert "symbolic link" in str(error), entry
         main(["status", str(path)])
-        main(["report", str(store.root), "-o", str(root / "report.html")])
         assert snapshot(outside) == before, entry
 
 
 # ---- D12: no space left ---------------------------------------------------------------------------------------
+# RLIMIT_FSIZE makes the kernel refuse (EFBIG) any write past ``limit`` bytes of a file, as a full disk refuses
+# (ENOSPC) a write past its free space; Python ignores SIGXFSZ, so the write fails instead of killing the process.
 
-def run_with_file_size_limit(path, data_root, limit, *args):
-    """``lthbench run`` in a subprocess that may write no file larger than ``limit`` bytes (EFBIG beyond)."""
+def can_limit_file_size():
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    return sys.platform.startswith("linux") and (hard == resource.RLIM_INFINITY or hard >= 10_000_000)
+
+
+needs_file_size_limit = pytest.mark.skipif(
+    not can_limit_file_size(), reason="needs Linux and an unlimited hard RLIMIT_FSIZE to make writes fail")
+
+
+def assert_nothing_recorded_as_failed(store):
+    assert not [p for p in store.root.glob("runs/*/record.json") if store.record(p.parent.name)["status"] != "done"]
+    assert not list(store.root.glob("runs/*/.*.tmp")) and not list(store.root.glob("runs/*/lock"))
+
+
+@needs_file_size_limit
+def test_a_full_disk_stops_an_in_process_run_with_one_sentence_and_a_rerun_completes(tmp_path, registry,
+                                                                                     data_root, one_thread):
+    path = write_matrix(tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, hard))  # θ₀ of LeNet-300-100 takes about 1.07 MB
+    try:
+        with pytest.raises(StoreFullError) as raised:
+            run(path, registry, data_root)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(raised.value)
+    assert message.startswith("cannot write init.pt in " + str(tmp_path / "out" / "runs")) and "MB of free" in message
+    assert "\n" not in message
+    store = Store(tmp_path / "out")
+    assert_nothing_recorded_as_failed(store)
+    assert run(path, registry, data_root)[2] == {"done": 5}
+
+
+@needs_file_size_limit
+def test_a_full_disk_stops_lthbench_run_with_exit_2_and_one_sentence_and_a_rerun_completes(tmp_path, registry,
+                                                                                          data_root, one_thread):
+    path = write_matrix(tmp_path)
+    limit = 2_000_000  # θ₀ and masks fit, a checkpoint of Adam's state (about 3.2 MB) does not
 
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "lthbench.cli", "run", str(path), "--data-root", str(data_root),
-                           "--quiet", *args], capture_output=True, text=True, env=env, timeout=600,
-                          preexec_fn=limit_file_size if limit else None)
-
-
-def can_limit_file_size():
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    return hard == resource.RLIM_INFINITY or hard > 10_000_000
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not can_limit_file_size(),
-                    reason="needs Linux and a raisable RLIMIT_FSIZE to make writes fail as on a full disk")
-@pytest.mark.parametrize("limit, where", [(400_000, "tensor files"), (2_000_000, "checkpoints")])
-def test_a_full_disk_stops_the_run_with_one_sentence_and_a_rerun_completes(tmp_path, data_root, limit, where):
-    path = write_matrix(tmp_path)
-    full = run_with_file_size_limit(path, data_root, limit, "--checkpoint-every", "10")
-    output = full.stdout + full.stderr
-    assert full.returncode == 2, output
-    assert "Traceback" not in output and "lthbench: error:" in full.stderr
-    assert str(tmp_path / "out" / "runs") in full.stderr and "needs" in full.stderr
+    full = subprocess.run([sys.executable, "-m", "lthbench.cli", "run", str(path), "--data-root", str(data_root),
+                           "--quiet", "--checkpoint-every", "10"], capture_output=True, text=True, env=env,
+                          timeout=600, preexec_fn=limit_file_size)
+    assert full.returncode == 2, full.stdout + full.stderr
+    assert "Traceback" not in full.stdout + full.stderr and len(full.stderr.strip().splitlines()) == 1
+    assert full.stderr.startswith("lthbench: error: cannot write checkpoint.pt in " + str(tmp_path / "out" / "runs"))
     store = Store(tmp_path / "out")
-    assert not [p for p in store.root.glob("runs/*/record.json") if store.record(p.parent.name)["status"] != "done"]
-    assert not list(store.root.glob("runs/*/.*.tmp")) and not list(store.root.glob("runs/*/lock"))
-    again = run_with_file_size_limit(path, data_root, 0)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "5 done" in again.stdout
+    assert_nothing_recorded_as_failed(store)
+    assert run(path, registry, data_root)[2] == {"done": 5}
