@@ -47,8 +47,6 @@ class Faulty(Pruner):
     """Ends the process or raises SystemExit on round 1, as its name says."""
 
     def prune(self, context, params):
-        if self.name == "os_exit_0":
-            os._exit(0)
         if self.name == "os_exit_3":
             os._exit(3)
         if self.name == "system_exit_0":
@@ -62,7 +60,7 @@ def _faulty(name):
 
 @hookimpl
 def lthbench_pruners():
-    return [Reviving(), *(_faulty(n) for n in ("os_exit_0", "os_exit_3", "system_exit_0", "system_exit_text"))]
+    return [Reviving(), *(_faulty(n) for n in ("os_exit_3", "system_exit_0", "system_exit_text"))]
 
 
 def registry():
