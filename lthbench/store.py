@@ -11,14 +11,24 @@ Layout of an output folder::
     runs/<run_id>/log.txt       the run's evaluation lines, one per evaluation
 
 A run is done exactly when its ``record.json`` exists and parses; its keys
-are those of :class:`Record`.
+are those of :class:`Record`. A reader checks a record's values with
+:func:`record_problem` before it uses them.
+
+lthbench never follows a symbolic link inside an output folder: ``runs/``
+and the run folders must be folders, and files are replaced (atomic writes)
+or opened without following links, so that no write lands outside the store
+(:class:`StoreLinkError`). A write the file system refuses for lack of space
+stops the matrix with :class:`StoreFullError`, which no run's record holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
+import math
 import os
 import signal
 import tempfile
@@ -29,7 +39,62 @@ from typing import Any, TypedDict
 
 import torch
 
+from lthbench.errors import UserError
 from lthbench.run.status import RECORDED, RunStatus
+
+#: ``errno`` values of a write that failed for lack of space: a full disk, a quota, a file-size limit.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StoreError(UserError):
+    """The output folder cannot be written as lthbench needs; no run is to blame, so none is recorded failed."""
+
+
+class StoreFullError(StoreError):
+    """A write in the output folder failed for lack of space."""
+
+
+class StoreLinkError(StoreError):
+    """A path inside the output folder is a symbolic link, which lthbench does not follow."""
+
+
+def no_space(error: OSError, path: Path, needed: int) -> StoreFullError:
+    """The one-sentence error of a write of ``needed`` bytes to ``path`` that failed for lack of space."""
+    return StoreFullError(
+        f"cannot write {path.name} in {path.parent}: {error.strerror or os.strerror(error.errno)}; it needs "
+        f"{_size(needed)} of free space there; free some and rerun the same command (finished runs are kept)"
+    )
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def refuse_link(path: Path) -> None:
+    """Raise :class:`StoreLinkError` if ``path`` is a symbolic link."""
+    if path.is_symlink():
+        raise StoreLinkError(
+            f"{path} is a symbolic link; lthbench does not follow links inside its output folder: "
+            "replace it by what it points to, or delete it"
+        )
+
+
+def open_append(path: Path) -> io.TextIOWrapper:
+    """Open a text file of the store for appending lines, creating it; never through a symbolic link."""
+    refuse_link(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            refuse_link(path)
+        if error.errno in NO_SPACE:
+            raise no_space(error, path, 1) from None
+        raise
+    return open(fd, "a", encoding="utf-8", buffering=1)
 
 
 class Record(TypedDict):
@@ -70,6 +135,92 @@ class Record(TypedDict):
     traceback: str | None
 
 
+#: Curves whose values are losses: a diverged run records non-finite ones.
+LOSS_CURVES = frozenset({"train_loss", "val_loss"})
+#: Fields a ``done`` record measured: none of them may be missing.
+MEASURED = ("weights_remaining", "early_stop_iteration", "early_stop_test_accuracy", "final_test_accuracy",
+            "iterations")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_fraction(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and 0 <= value <= 1
+
+
+def _field_problem(record: dict[str, Any]) -> str | None:
+    """The first scalar field of ``record`` whose value has the wrong type or range, in words."""
+    checks = {
+        "status": lambda v: isinstance(v, str) and v in RECORDED,
+        "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "round": _is_count,
+        "weights_remaining": _is_fraction,
+        "early_stop_iteration": _is_count,
+        "start_iteration": _is_count,
+        "iterations": _is_count,
+        "early_stop_test_accuracy": _is_fraction,
+        "final_test_accuracy": _is_fraction,
+        "early_stop_val_loss": _is_number,
+        "wall_time": lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+        "device": lambda v: isinstance(v, str),
+        "error": lambda v: isinstance(v, str),
+        "traceback": lambda v: isinstance(v, str),
+    }
+    for name, check in checks.items():
+        value = record.get(name)
+        if value is None and name not in ("status", "seed", "round"):
+            continue
+        if not check(value):
+            return f"{name} = {value!r:.60} is not a valid value"
+    if record["status"] == RunStatus.DONE:
+        missing = [name for name in MEASURED if record.get(name) is None]
+        if missing:
+            return f"a done run without {', '.join(missing)}"
+    return None
+
+
+def _layers_problem(layers: Any) -> str | None:
+    if not isinstance(layers, dict):
+        return "layers is not a table"
+    for name, counts in layers.items():
+        if not (isinstance(counts, dict) and _is_count(counts.get("remaining")) and _is_count(counts.get("total"))
+                and counts["remaining"] <= counts["total"]):
+            return f"layers[{name!r:.60}] is not a count of remaining and total weights"
+    return None
+
+
+def _curves_problem(curves: Any) -> str | None:
+    if not isinstance(curves, dict) or not all(isinstance(values, list) for values in curves.values()):
+        return "curves is not a table of lists"
+    if len({len(values) for values in curves.values()}) > 1:
+        return "curves of different lengths"
+    for name, values in curves.items():
+        valid = _is_count if name == "iteration" else _is_number if name in LOSS_CURVES else _is_fraction
+        if not all(valid(value) for value in values):
+            return f"curves[{name!r:.60}] holds a value that is not valid"
+    return None
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes a stored record unusable (a wrong type, a non-finite or out-of-range value, ragged curves), or ``None``.
+
+    Accuracies and fractions are finite and within [0, 1], counts are
+    non-negative integers, loss curves may hold non-finite values (a diverged
+    run's), every curve has one value per evaluation, and a ``done`` record
+    holds every measured field (:data:`MEASURED`).
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    return _field_problem(record) or _layers_problem(record.get("layers", {})) or _curves_problem(
+        record.get("curves", {}))
+
+
 def content_hash(key: Any) -> str:
     """A stable 16-hex-digit hash of a JSON-serialisable description."""
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
@@ -103,19 +254,59 @@ def signals_held() -> Iterator[None]:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path`` (signals held)."""
+    """Write through a temporary file in the same folder, fsync, then rename over ``path`` (signals held).
+
+    The rename replaces a symbolic link at ``path`` rather than writing
+    where it points. A write refused for lack of space raises
+    :class:`StoreFullError` and leaves no temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with signals_held():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        written = 0
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise no_space(error, path, 0) from None
+            raise
         try:
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
+                written = handle.tell()
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+        except OSError as error:
+            Path(tmp).unlink(missing_ok=True)
+            if error.errno in NO_SPACE:
+                raise no_space(error, path, max(written, _pending(write))) from None
+            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _pending(write: Any) -> int:
+    """The size of what ``write`` writes, where it says (:class:`_Payload`)."""
+    return len(write.payload) if isinstance(write, _Payload) else 0
+
+
+class _Payload:
+    """A write of bytes known in advance (so that a failed write can tell the space it needed)."""
+
+    def __init__(self, payload: bytes):
+        self.payload = payload
+
+    def __call__(self, handle: Any) -> None:
+        handle.write(self.payload)
+
+
+def _serialised(data: Any) -> _Payload:
+    """``torch.save`` into memory first: torch reports a failed write to a file only as a garbled position."""
+    buffer = io.BytesIO()
+    with signals_held():
+        torch.save(data, buffer)
+    return _Payload(buffer.getvalue())
 
 
 def _load(path: Path) -> Any:
@@ -125,8 +316,7 @@ def _load(path: Path) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
-    payload = json.dumps(data, indent=1, sort_keys=True, default=str).encode()
-    _atomic_write(path, lambda handle: handle.write(payload))
+    _atomic_write(path, _Payload(json.dumps(data, indent=1, sort_keys=True, default=str).encode()))
 
 
 def read_json(path: Path) -> Any | None:
@@ -140,7 +330,7 @@ def read_json(path: Path) -> Any | None:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Atomically save a dict of tensors (moved to the CPU)."""
     cpu = {name: t.detach().cpu() for name, t in tensors.items()}
-    _atomic_write(path, lambda handle: torch.save(cpu, handle))
+    _atomic_write(path, _serialised(cpu))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -150,7 +340,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Atomically save nested dicts and lists of tensors and plain values (a training state)."""
-    _atomic_write(path, lambda handle: torch.save(state, handle))
+    _atomic_write(path, _serialised(state))
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -174,8 +364,12 @@ class Store:
         self.root = Path(root)
 
     def run_dir(self, run_id: str) -> Path:
-        """The folder of one run."""
-        return self.root / "runs" / run_id
+        """The folder of one run; :class:`StoreLinkError` if it, or ``runs/``, is a symbolic link."""
+        runs = self.root / "runs"
+        path = runs / run_id
+        refuse_link(runs)
+        refuse_link(path)
+        return path
 
     def record(self, run_id: str) -> dict[str, Any] | None:
         """The stored record of a run, or ``None`` if it has none (or a corrupt one)."""
@@ -235,6 +429,11 @@ class Store:
     def log_path(self, run_id: str) -> Path:
         """The run's log of evaluation lines."""
         return self.run_dir(run_id) / "log.txt"
+
+    def open_log(self, run_id: str) -> io.TextIOWrapper:
+        """The run's log, opened for appending lines (never through a symbolic link)."""
+        self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        return open_append(self.log_path(run_id))
 
     def tensors_path(self, run_id: str, name: str) -> Path:
         """Where a run keeps one of its tensor files (``name`` without suffix)."""

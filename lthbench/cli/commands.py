@@ -135,6 +135,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     import torch
 
+    import lthbench.registry
     from lthbench.lottery.workspace import Workspace
     from lthbench.run.pool import LocalExecutor, WorkerSettings, worker_slots
     from lthbench.run.scheduler import run_matrix
@@ -155,10 +156,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     download = args.download or benchmark.download
     _make_output_folder(args, benchmark.output)
     ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
-    executor = None
-    if len(slots) > 1:
-        executor = LocalExecutor([WorkerSettings(benchmark.output, root, download, device, threads,
-                                                 args.checkpoint_every) for device, threads in slots])
+    # Runs train in worker processes even for one job: a plugin that ends its process (os._exit, a crash)
+    # then fails its run, which the scheduler records, instead of ending the matrix.
+    executor = LocalExecutor([WorkerSettings(benchmark.output, root, download, device, threads, args.checkpoint_every,
+                                             lthbench.registry.default_registry) for device, threads in slots])
     try:
         counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
                             console=Console(quiet=True) if args.quiet else console,

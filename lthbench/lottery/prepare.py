@@ -57,6 +57,18 @@ def load_data(spec: RunSpec, ws: Workspace) -> DeviceData:
                    ws.device)
 
 
+def inputs(spec: RunSpec) -> list[tuple[str, str]]:
+    """The tensor files of other runs that :func:`prepare_run` reads for ``spec``, as ``(run id, name)``.
+
+    A pruned run reads its mask parent's trained weights and mask, and its
+    dense run's θ₀; a dense run reads nothing. θ_k is not among them: a
+    missing one is recomputed.
+    """
+    if spec.round == 0:
+        return []
+    return [(spec.mask_parent, "trained"), (spec.mask_parent, "mask"), (spec.dense_id, "init")]
+
+
 def prepare_run(spec: RunSpec, ws: Workspace, data: DeviceData | None = None) -> PreparedRun:
     """Build, initialise and prune the run's network, up to the point where training starts.
 
@@ -82,16 +94,21 @@ def prepare_run(spec: RunSpec, ws: Workspace, data: DeviceData | None = None) ->
 
 
 def next_masks(spec: RunSpec, network: Network, ws: Workspace) -> dict[str, torch.Tensor]:
-    """This round's masks, pruned from the mask parent's trained weights (loaded into ``network``)."""
+    """This round's masks, pruned from the mask parent's trained weights (loaded into ``network``).
+
+    The pruner gets copies of the parent's masks: whatever it does to them,
+    its result is checked against the masks as stored, so it cannot revive
+    a weight that an earlier round pruned.
+    """
     schedule, parent = spec.cell.schedule, spec.mask_parent
     network.module.load_state_dict(load_tensors(ws.store.tensors_path(parent, "trained")))
     old = {name: mask.to(ws.device) for name, mask in load_tensors(ws.store.tensors_path(parent, "mask")).items()}
     weights = {name: p.detach() for name, p in network.module.named_parameters()}
     one_shot = schedule.mode == "one_shot"
 
-    def context() -> PruningContext:
+    def context() -> PruningContext:  # masks are copies: the checks below compare with the engine's own
         return PruningContext(
-            network=network, weights=weights, masks=dict(old),
+            network=network, weights=weights, masks={name: mask.clone() for name, mask in old.items()},
             rate=level_rate(schedule.rate, spec.round, one_shot),
             output_rate=level_rate(schedule.output_layer_rate, spec.round, one_shot),
             generator=seeded_generator(SeedTag.PRUNE, spec.seed, spec.round),

@@ -5,6 +5,8 @@ only) and, where curves or layers are needed, the stored records by run id.
 The SVG keeps its text as text (``svg.fonttype = "none"``: small files,
 selectable, rendered in the page's font), its ids are salted by the figure's
 name so the output is deterministic, and matplotlib escapes all text it writes.
+Text is drawn as written (``text.parse_math`` off): a ``$`` in a label or a
+layer name is a dollar sign, not the start of a mathtext formula.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lthbench.report.stats import ACCURACY, DENSE, ITERATION, RANDOM_MASK, TICKE
 
 STYLE = {
     "svg.fonttype": "none",
+    "text.parse_math": False,
     "font.family": "sans-serif",
     "font.sans-serif": ["Helvetica", "Arial", "DejaVu Sans", "Liberation Sans"],
     "font.size": 11,

@@ -6,6 +6,7 @@ the index is rebuilt from the reports themselves and never goes stale.
 
 from __future__ import annotations
 
+import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,21 @@ class _MetaReader(HTMLParser):
 
 
 def report_metadata(path: Path) -> dict[str, str]:
-    """Name, date, device and finding of one report file."""
+    """Name, date, device and finding of one report file, and ``href``: its file name as a relative URL."""
     reader = _MetaReader()
-    reader.feed(path.read_text(encoding="utf-8"))
-    return {"file": path.name, "name": reader.meta.get("name", path.stem), **reader.meta}
+    reader.feed(path.read_text(encoding="utf-8", errors="replace"))
+    return {"file": path.name, "name": reader.meta.get("name", path.stem), **reader.meta, "href": _href(path.name)}
+
+
+def _href(name: str) -> str:
+    """A file name as a link relative to its folder: percent-quoted, so that no name reads as a scheme or a query."""
+    return urllib.parse.quote(name, safe="")
+
+
+def _report_files(folder: Path) -> list[Path]:
+    """The ``*.html`` files of ``folder`` that are regular files in it (no links, no folders), but the index."""
+    return [p for p in sorted(folder.glob("*.html"))
+            if p.name != "index.html" and not p.is_symlink() and p.is_file()]
 
 
 def write_index(folder: str | Path) -> Path:
@@ -99,7 +111,7 @@ def write_index(folder: str | Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder of reports")
-    reports = [report_metadata(p) for p in sorted(folder.glob("*.html")) if p.name != "index.html"]
+    reports = [report_metadata(p) for p in _report_files(folder)]
     reports = [r for r in reports if "finding" in r]
     reports.sort(key=lambda r: r.get("date", ""), reverse=True)
     index = folder / "index.html"

@@ -5,7 +5,9 @@ overrides within its experiment (empty when none vary). A dense run (round 0)
 shared by several cells appears once under each cell that uses it, so every
 cell's rows are complete on their own. Runs listed in ``matrix.json`` without
 a record are ``blocked`` when a run they depend on failed, diverged or is
-blocked itself, and ``pending`` otherwise. The ``control_of`` column is the
+blocked itself, and ``pending`` otherwise. A record that fails
+:func:`lthbench.store.record_problem` (wrong types, non-finite values, ragged
+curves) counts as ``failed``, its error saying why; nothing of it is used. The ``control_of`` column is the
 pruner whose cell the row's cell is a control of (see
 :meth:`lthbench.protocols.Pruner.mimics`), or None.
 """
@@ -24,7 +26,7 @@ from lthbench.errors import PluginError, UserError
 from lthbench.registry import default_registry
 from lthbench.run.plan import CELL_FIELDS, SCHEMA
 from lthbench.run.status import RunStatus, derive_statuses
-from lthbench.store import Store
+from lthbench.store import Store, record_problem
 
 RESULT_COLUMNS = [
     "experiment", "architecture", "dataset", "training", "pruner", "initializer", "seed", "round",
@@ -60,8 +62,17 @@ def read_folder(path: str | Path) -> ResultFolder:
     if matrix.get("schema") != SCHEMA:
         raise UserError(f"{root / 'matrix.json'}: schema {matrix.get('schema')!r}; this lthbench reads schema {SCHEMA}")
     run_ids = {run["run_id"] for run in matrix["runs"]}
-    records = {run_id: record for run_id in sorted(run_ids) if (record := store.record(run_id))}
+    records = {run_id: _checked(run_id, record) for run_id in sorted(run_ids) if (record := store.record(run_id))}
     return ResultFolder(root, matrix, records)
+
+
+def _checked(run_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` if its values can be used, else a ``failed`` stand-in whose error names the problem."""
+    problem = record_problem(record)
+    if problem is None:
+        return record
+    return {"run_id": run_id, "status": RunStatus.FAILED, "layers": {}, "curves": {}, "traceback": None,
+            "error": f"invalid record: {problem}; delete runs/{run_id}/record.json and rerun to train it again"}
 
 
 def _is_matrix(matrix: Any) -> bool:

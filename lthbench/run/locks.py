@@ -7,12 +7,14 @@ process is dead or its pid now belongs to a younger process; on a previous
 boot of this host, always. Locks are created, and stale ones taken over,
 under a folder-wide ``flock``, so that two processes never both take the
 same lock. Locks of another host cannot be checked and are respected until
-their holder removes them.
+their holder removes them. Neither lock files nor the mutex are ever written
+through a symbolic link (:class:`lthbench.store.StoreLinkError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -20,6 +22,8 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from lthbench.store import NO_SPACE, no_space, refuse_link
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -81,19 +85,43 @@ def is_alive(holder: dict[str, Any]) -> bool:
 
 
 def _create(path: Path) -> bool:
+    """Create the lock (``O_EXCL`` fails on any existing entry, a symbolic link too); whether this process did."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as handle:
-        json.dump(holder_identity(), handle)
+    except OSError as error:
+        if error.errno in NO_SPACE:
+            raise no_space(error, path, 0) from None
+        raise
+    text = json.dumps(holder_identity())
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        if error.errno in NO_SPACE:
+            raise no_space(error, path, len(text)) from None
+        raise
     return True
+
+
+def _open_mutex(path: Path) -> int:
+    refuse_link(path)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            refuse_link(path)
+        if error.errno in NO_SPACE:
+            raise no_space(error, path, 0) from None
+        raise
 
 
 @contextlib.contextmanager
 def _takeover_mutex(folder: Path) -> Iterator[None]:
     # flock is released by the kernel when its holder dies, so this can never go stale.
-    with open(folder / ".lock-takeover", "a") as handle:
+    with os.fdopen(_open_mutex(folder / ".lock-takeover"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

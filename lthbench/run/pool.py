@@ -5,13 +5,17 @@ plugin registry, receives groups of runs through a pipe and sends back
 progress and outcomes. A worker that dies (killed, segfault, out of host
 memory) is seen through its process sentinel: the runs of its group are
 reported ``crashed`` and a fresh
-worker takes its place. Workers ignore Ctrl-C, which the scheduler handles
+worker takes its place. Workers start when the first group for them comes. Workers ignore Ctrl-C, which the scheduler handles
 by calling :meth:`LocalExecutor.shutdown`; they exit on SIGTERM, and also
-when the scheduler's process is gone (a broken pipe), leaving checkpoints.
+when the scheduler's process is gone (a broken pipe, or on Linux a signal
+when it dies), leaving checkpoints. A worker whose output folder cannot be
+written (:class:`lthbench.store.StoreError`) sends that error back, and
+:meth:`LocalExecutor.wait` raises it in the scheduler's process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -24,11 +28,14 @@ from pathlib import Path
 
 import torch
 
-from lthbench.run.worker import Outcome, perform_group
+from lthbench.run.worker import Leave, Outcome, perform_group
 from lthbench.run.executor import Group, ProgressCallback
 from lthbench.lottery.workspace import Workspace
 from lthbench.registry import Registry, default_registry
-from lthbench.store import Store
+from lthbench.store import Store, StoreError
+
+#: ``prctl`` option asking the kernel for a signal when the parent process dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,23 @@ class WorkerSettings:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    sys.exit(128 + signum)
+    raise Leave(128 + signum)
+
+
+def _terminate_with_parent() -> None:
+    """Get SIGTERM when the scheduler's process dies, even if killed (Linux); elsewhere the broken pipe tells."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
 
 
 def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """A worker's life: build the workspace, then perform groups of runs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _terminate_with_parent()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
@@ -64,7 +81,7 @@ def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
         try:
             conn.send(message)
         except OSError:  # the scheduler is gone: stop, keeping the checkpoint
-            sys.exit(1)
+            raise Leave(1) from None
 
     while True:
         try:
@@ -73,7 +90,12 @@ def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
             return
         if group is None:
             return
-        send(("outcomes", perform_group(group, ws, settings.checkpoint_every, lambda p: send(("progress", p)))))
+        try:
+            outcomes = perform_group(group, ws, settings.checkpoint_every, lambda p: send(("progress", p)))
+        except StoreError as error:
+            send(("fatal", error))
+            return
+        send(("outcomes", outcomes))
 
 
 @dataclass
@@ -89,8 +111,10 @@ class LocalExecutor:
 
     def __init__(self, slots: list[WorkerSettings]):
         self._context = multiprocessing.get_context("spawn")
-        self._workers = [self._start(settings) for settings in slots]
-        self.capacity = len(self._workers)
+        self._slots = list(slots)
+        #: The worker of each slot; ``None`` until a group needs it (a rerun with nothing to train starts none).
+        self._workers: list[_Worker | None] = [None] * len(slots)
+        self.capacity = len(slots)
 
     def _start(self, settings: WorkerSettings) -> _Worker:
         ours, theirs = self._context.Pipe()
@@ -100,14 +124,17 @@ class LocalExecutor:
         return _Worker(process, ours, settings)
 
     def submit(self, group: Group) -> None:
-        """Hand ``group`` to an idle worker."""
-        worker = next(w for w in self._workers if w.group is None)
+        """Hand ``group`` to an idle worker, starting the slot's worker if it has none."""
+        index = next(i for i, w in enumerate(self._workers) if w is None or w.group is None)
+        if self._workers[index] is None:
+            self._workers[index] = self._start(self._slots[index])
+        worker = self._workers[index]
         worker.group = group
         worker.conn.send(group)
 
     def wait(self, timeout: float, on_progress: ProgressCallback) -> list[Outcome]:
         """Read workers' messages until some group ends or ``timeout`` passes."""
-        busy = [w for w in self._workers if w.group is not None]
+        busy = [w for w in self._workers if w is not None and w.group is not None]
         ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
         outcomes = []
         for worker in busy:
@@ -118,7 +145,10 @@ class LocalExecutor:
         return outcomes
 
     def _receive(self, worker: _Worker, on_progress: ProgressCallback) -> list[Outcome] | None:
-        """Drain one worker's pipe; the outcomes of its group if the group ended."""
+        """Drain one worker's pipe; the outcomes of its group if the group ended.
+
+        A worker's :class:`~lthbench.store.StoreError` is raised here.
+        """
         while worker.conn.poll():
             try:
                 kind, payload = worker.conn.recv()
@@ -126,23 +156,26 @@ class LocalExecutor:
                 return None  # it died: the sentinel says so
             if kind == "progress":
                 on_progress(payload)
+            elif kind == "fatal":
+                worker.group = None
+                raise payload
             else:
                 worker.group = None
                 return payload
         return None
 
     def _replace(self, worker: _Worker) -> list[Outcome]:
-        """Report the runs of a dead worker as crashed and start a new worker in its place."""
+        """Report the runs of a dead worker as crashed; a new worker takes its slot when a group needs it."""
         group, code = worker.group, worker.process.exitcode
         worker.conn.close()
-        index = self._workers.index(worker)
-        self._workers[index] = self._start(worker.settings)
+        self._workers[self._workers.index(worker)] = None
         error = f"the worker process on {worker.settings.device} died (exit code {code}) during this run"
         return [Outcome(spec.run_id, "crashed", error) for spec in group]
 
     def shutdown(self) -> None:
         """Ask idle workers to stop, terminate busy ones, and wait for all."""
-        for worker in self._workers:
+        started = [worker for worker in self._workers if worker is not None]
+        for worker in started:
             if not worker.process.is_alive():
                 continue
             if worker.group is None:
@@ -152,7 +185,7 @@ class LocalExecutor:
                     worker.process.terminate()
             else:
                 worker.process.terminate()  # SIGTERM: the worker exits, releasing its lock
-        for worker in self._workers:
+        for worker in started:
             worker.process.join(timeout=30)
             if worker.process.is_alive():
                 worker.process.kill()

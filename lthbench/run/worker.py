@@ -20,14 +20,27 @@ from dataclasses import dataclass
 import torch
 
 from lthbench.lottery.execute import execute
+from lthbench.lottery.prepare import inputs
 from lthbench.lottery.record import failure_record, run_description
 from lthbench.lottery.workspace import Workspace
 from lthbench.run import locks
 from lthbench.run.plan import RunSpec
-from lthbench.store import Record
+from lthbench.store import NO_SPACE, Record, Store, StoreError, no_space
 
 #: Seconds between two progress reports of one run.
 PROGRESS_INTERVAL = 0.25
+
+
+class Leave(SystemExit):
+    """The runner's own way out of a worker process (SIGTERM, the scheduler gone): never a run's failure.
+
+    Any other ``SystemExit`` raised while a run trains comes from a plugin
+    and fails that run.
+    """
+
+
+#: What ends a process without being a run's failure: the runner leaving, Ctrl-C, and errors of the store itself.
+PASSES_THROUGH = (Leave, KeyboardInterrupt, StoreError)
 
 
 @dataclass(frozen=True)
@@ -70,9 +83,15 @@ def _throttled(spec: RunSpec, report: Callable[[Progress], None]) -> Callable[[i
     return on_progress
 
 
+def _broken_dependencies(spec: RunSpec, store: Store) -> tuple[str, ...]:
+    """Dependencies with a tensor file that does not load, or without one that the run reads (:func:`inputs`)."""
+    missing = {run_id for run_id, name in inputs(spec) if not store.tensors_path(run_id, name).is_file()}
+    return tuple(dep for dep in spec.depends_on if dep in missing or store.unreadable_tensors(dep))
+
+
 def _redo_unreadable_parents(spec: RunSpec, ws: Workspace) -> tuple[str, ...]:
-    """Delete the records (and bad files) of dependencies whose tensor files do not load."""
-    bad = tuple(dep for dep in spec.depends_on if ws.store.unreadable_tensors(dep))
+    """Delete the records (and bad files) of dependencies whose tensor files are missing or do not load."""
+    bad = _broken_dependencies(spec, ws.store)
     for dep in bad:
         lock = ws.store.lock_path(dep)
         if locks.acquire(lock):  # else a live process is redoing it already
@@ -86,10 +105,16 @@ def _redo_unreadable_parents(spec: RunSpec, ws: Workspace) -> tuple[str, ...]:
 
 
 def _recorded(spec: RunSpec, log: Callable[[str], None], work: Callable[[], Record]) -> Record:
-    """The record ``work`` returns, or the failure record of the exception it raised."""
+    """The record ``work`` returns, or the failure record of the exception it raised.
+
+    A ``SystemExit`` other than :class:`Leave` is a plugin's, and fails the
+    run like any exception; :data:`PASSES_THROUGH` propagate.
+    """
     try:
         return work()
-    except Exception as error:  # a plugin, a bug or the GPU failing must fail this run only
+    except PASSES_THROUGH:
+        raise
+    except (Exception, SystemExit) as error:  # a plugin, a bug or the GPU failing must fail this run only
         record = failure_record(spec, error)
         log(f"failed: {record['error']}\n{record['traceback']}")
         if isinstance(error, torch.cuda.OutOfMemoryError):
@@ -132,17 +157,23 @@ def _no_need_to_train(spec: RunSpec, ws: Workspace) -> Outcome | None:
     store.remove_temporary_files(spec.run_id)
     redo = _redo_unreadable_parents(spec, ws)
     if redo:
-        return Outcome(spec.run_id, "redo", f"unreadable tensor files in {', '.join(redo)}", redo)
+        return Outcome(spec.run_id, "redo", f"missing or unreadable tensor files in {', '.join(redo)}", redo)
     return None
 
 
 @contextlib.contextmanager
 def _run_log(spec: RunSpec, ws: Workspace) -> Iterator[Callable[[str], None]]:
-    """Append time-stamped lines to the run's log file."""
-    with open(ws.store.log_path(spec.run_id), "a", encoding="utf-8", buffering=1) as log_file:
+    """Append time-stamped lines to the run's log file (a write refused for lack of space: :class:`StoreFullError`)."""
+    path = ws.store.log_path(spec.run_id)
+    with ws.store.open_log(spec.run_id) as log_file:
         def log(line: str) -> None:
-            stamp = datetime.datetime.now().isoformat(timespec="seconds")
-            log_file.write(f"{stamp} {line}\n")
+            text = f"{datetime.datetime.now().isoformat(timespec='seconds')} {line}\n"
+            try:
+                log_file.write(text)
+            except OSError as error:
+                if error.errno in NO_SPACE:
+                    raise no_space(error, path, len(text.encode())) from None
+                raise
 
         yield log
 
@@ -167,8 +198,10 @@ def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int
     that is recorded already or whose inputs must be redone gets that outcome
     untrained. The others train (:func:`_train`) and each gets its own record
     and log. Exceptions of a run (plugins, divergence, CUDA out of memory)
-    become a ``failed`` record. ``KeyboardInterrupt`` and ``SystemExit`` pass
-    through, leaving the latest checkpoint for the next attempt.
+    and a plugin's ``SystemExit`` become a ``failed`` record.
+    :data:`PASSES_THROUGH` (the runner leaving, Ctrl-C, an output folder out
+    of space or with links) propagate, leaving the latest checkpoint for the
+    next attempt and recording nothing.
     """
     outcomes, claimed = [], []
     try:
@@ -219,7 +252,9 @@ def _train(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
         if len(specs) > 1:
             try:
                 records = attempt(specs, log_all)
-            except Exception as error:  # whatever failed, training alone shows which run it belongs to
+            except PASSES_THROUGH:
+                raise
+            except (Exception, SystemExit) as error:  # whatever failed, training alone shows which run it belongs to
                 if isinstance(error, torch.cuda.OutOfMemoryError):
                     _free_cuda_memory()
                 for log in logs:
