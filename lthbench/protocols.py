@@ -113,6 +113,11 @@ class Dataset(Plugin):
     std: ClassVar[tuple[float, ...]]
     #: Whether random crop (pad 4) and horizontal flip suit this data set by default.
     default_augment: ClassVar[bool] = False
+    #: Images of the training and test splits, when known without loading them; ``None`` if unknown.
+    #: Validation refuses subsets, a validation split and a batch that do not fit a declared size (a
+    #: run checks them on the loaded data either way).
+    train_size: ClassVar[int | None] = None
+    test_size: ClassVar[int | None] = None
 
     def check(self, root: Path, download: bool) -> None:
         """Raise :class:`lthbench.errors.DataNotFound` if ``load`` could not succeed.
@@ -189,6 +194,16 @@ class Pruner(Plugin):
         that is no control.
         """
         return None
+
+    def check(self, params: Any, network: Network) -> None:
+        """Raise ``ValueError`` if ``params`` cannot prune ``network`` (say, they name a layer it lacks).
+
+        Called when a benchmark file is validated, before anything trains,
+        once per cell, with the network built on PyTorch's ``meta`` device:
+        its layer names, shapes, output layer and channel groups are real,
+        its values are not. The message reaches the user with the file and
+        key. The default accepts every network.
+        """
 
     @abc.abstractmethod
     def prune(self, context: PruningContext, params: Any) -> dict[str, torch.Tensor]:

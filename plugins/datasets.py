@@ -56,6 +56,8 @@ class IdxDataset(Dataset):
     torchvision_class: ClassVar[type[datasets.MNIST]]
     num_classes = 10
     input_shape = (1, 28, 28)
+    train_size = 60000
+    test_size = 10000
 
     def _raw(self, root: Path) -> Path:
         return Path(root) / self.torchvision_class.__name__ / "raw"
@@ -103,6 +105,8 @@ class PickledCifar(Dataset):
     torchvision_class: ClassVar[type[datasets.CIFAR10]]
     input_shape = (3, 32, 32)
     default_augment = True
+    train_size = 50000
+    test_size = 10000
 
     def check(self, root: Path, download: bool) -> None:
         """Raise DataNotFound unless the batch files are there or may be downloaded."""
@@ -195,6 +199,8 @@ class Cifar10Jpeg(Dataset):
     mean = Cifar10.mean  # the JPEG copy's own differ by less than 0.002
     std = Cifar10.std
     default_augment = True
+    train_size = Cifar10.train_size
+    test_size = Cifar10.test_size
     folder = "CIFAR10-JPEG"
     archive = "CIFAR10-JPEG.tar.gz"
 

@@ -18,12 +18,12 @@ import torch
 from lthbench import hookimpl
 from lthbench.errors import suggest
 from lthbench.masks import prune_smallest, removal_count
-from lthbench.protocols import ChannelGroup, PruningContext, Pruner
+from lthbench.protocols import ChannelGroup, Network, PruningContext, Pruner
 
 
-def _check_layers(names: Iterable[str], context: PruningContext, key: str) -> None:
+def _check_layers(names: Iterable[str], network: Network, key: str) -> None:
     """Raise ValueError naming the first of ``names`` that is not a prunable weight of the network."""
-    prunable = context.network.prunable
+    prunable = network.prunable
     for name in names:
         if name not in prunable:
             raise ValueError(
@@ -65,10 +65,14 @@ class LayerwiseMagnitude(Pruner):
     description = "smallest |w| per layer; the output layer at output_rate (default half the rate)"
     Params = LayerwiseParams
 
+    def check(self, params: LayerwiseParams, network: Network) -> None:
+        """Refuse ``layer_rates`` naming a layer that is not a prunable weight of ``network``."""
+        _check_layers(dict(params.layer_rates), network, "layer_rates")
+
     def prune(self, context: PruningContext, params: LayerwiseParams) -> dict[str, torch.Tensor]:
         """Remove the smallest-magnitude remaining weights of every prunable layer."""
+        self.check(params, context.network)
         overrides = dict(params.layer_rates)
-        _check_layers(overrides, context, "layer_rates")
         masks = dict(context.masks)
         for name in context.network.prunable:
             default = context.output_rate if name == context.network.output else context.rate
@@ -99,16 +103,20 @@ class GlobalMagnitude(Pruner):
     description = "smallest |w| over all prunable layers at once (one threshold); exclude = [layers]"
     Params = GlobalParams
 
+    def check(self, params: GlobalParams, network: Network) -> None:
+        """Refuse ``exclude`` naming a layer ``network`` lacks, or leaving it no layer to prune."""
+        _check_layers(params.exclude, network, "exclude")
+        if all(name in params.exclude for name in network.prunable):
+            raise ValueError("exclude leaves no prunable layer for global_magnitude to prune")
+
     def prune(self, context: PruningContext, params: GlobalParams) -> dict[str, torch.Tensor]:
         """Remove ``rate`` of the remaining weights of the included layers, smallest |w| first.
 
         Ties across layers are broken by position in the concatenation of the
         included layers in ``network.prunable`` order, lower first.
         """
-        _check_layers(params.exclude, context, "exclude")
+        self.check(params, context.network)
         names = [name for name in context.network.prunable if name not in params.exclude]
-        if not names:
-            raise ValueError("exclude leaves no prunable layer for global_magnitude to prune")
         scores = torch.cat([context.weights[name].abs().reshape(-1) for name in names])
         mask = torch.cat([context.masks[name].reshape(-1) for name in names])
         pruned = prune_smallest(scores, mask, removal_count(mask, context.rate))
@@ -154,14 +162,18 @@ class L1Filter(Pruner):
     name = "l1_filter"
     description = "whole conv filters by smallest L1 norm, per layer, with their BatchNorm and next-layer inputs"
 
-    def prune(self, context: PruningContext, params: object) -> dict[str, torch.Tensor]:
-        """Return masks for the prunable weights and for the coupled parameters of every group."""
-        groups = context.network.channel_groups
-        if not groups:
+    def check(self, params: object, network: Network) -> None:
+        """Refuse a network that declares no convolution filter groups."""
+        if not network.channel_groups:
             raise ValueError(
                 "l1_filter needs an architecture with convolution filter groups; "
-                f"{type(context.network.module).__name__} declares none"
+                f"{type(network.module).__name__} declares none"
             )
+
+    def prune(self, context: PruningContext, params: object) -> dict[str, torch.Tensor]:
+        """Return masks for the prunable weights and for the coupled parameters of every group."""
+        self.check(params, context.network)
+        groups = context.network.channel_groups
         masks = {name: mask.clone(memory_format=torch.contiguous_format) for name, mask in context.masks.items()}
         for group in groups:
             weight_mask = context.masks[group.producer]

@@ -49,8 +49,12 @@ def _check_device_option(device: str | None) -> None:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    """Print the expanded matrix, the number of runs and of training iterations."""
-    from lthbench.run.plan import iterations_per_epoch, plan_runs, start_iteration, training_length
+    """Print the expanded matrix, the number of runs and of training iterations.
+
+    The runs are counted chain by chain, keeping only their ids, so the
+    whole plan is never held at once.
+    """
+    from lthbench.run.plan import chain_runs, iterations_per_epoch, start_iteration, training_length
 
     registry, benchmark = _load(args)
     root = _data(args, benchmark, registry)
@@ -63,20 +67,38 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                       ", ".join(r.label for r in cell.initializers), f"{s.mode}, {s.rounds} × {s.rate:g}",
                       cell.label or "-")
     console.print(table)
-    runs = plan_runs(benchmark)
-    by_iterations = [r for r in runs if not r.cell.training.epochs]
-    iterations = sum(training_length(r.cell.training)
-                     - start_iteration(r, registry, iterations_per_epoch(r.cell.training)) for r in by_iterations)
-    console.print(f"{len(runs)} training runs, {iterations:,} training iterations", highlight=False)
-    if len(by_iterations) < len(runs):
-        epochs = sum(r.cell.training.epochs for r in runs if r.cell.training.epochs)
+    seen: set[str] = set()
+    iterations, epochs = 0, 0.0
+    for cell in benchmark.cells:
+        training = cell.training
+        for seed in benchmark.seeds:
+            for run in chain_runs(cell, seed):
+                if run.run_id in seen:
+                    continue
+                seen.add(run.run_id)
+                if training.epochs:
+                    epochs += training.epochs
+                else:
+                    iterations += training_length(training) - start_iteration(run, registry,
+                                                                              iterations_per_epoch(training))
+    console.print(f"{len(seen)} training runs, {iterations:,} training iterations", highlight=False)
+    if epochs:
         console.print(f"plus {epochs:g} epochs in runs configured by epochs", highlight=False)
     console.print(f"data root: {root}; output: {benchmark.output}", highlight=False)
     return 0
 
 
+def _check_output_option(output: str | None) -> None:
+    """Refuse an empty ``--output`` (it would mean the current folder)."""
+    if output is not None and not output:
+        raise UserError("--output: empty; give the folder of the results, or leave the option out for "
+                        "[benchmark].output")
+
+
 def _check_run_options(args: argparse.Namespace) -> None:
-    """Refuse worker counts below 1, a negative checkpoint interval and a ``--device`` outside the grammar."""
+    """Refuse worker counts below 1, a negative checkpoint interval, an empty ``--output`` and a ``--device``
+    outside the grammar."""
+    _check_output_option(args.output)
     for option in ("jobs", "jobs_per_device", "batch_trials"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise UserError(f"--{option.replace('_', '-')} = {getattr(args, option)} must be at least 1")
@@ -109,8 +131,8 @@ def _make_output_folder(args: argparse.Namespace, output: str) -> None:
         Path(output).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"{args.file}: the output folder {output} cannot be created: {error.strerror}") from None
-    if not os.access(output, os.W_OK):
-        raise UserError(f"{args.file}: the output folder {output} is not writable")
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise UserError(f"{args.file}: the output folder {output} is not writable (permission denied)")
 
 
 def _print_summary(console: Console, benchmark, counts: Counter, store) -> int:
@@ -142,12 +164,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from lthbench.store import Store
     from lthbench.train.memory import MAX_TRIALS
 
+    _check_run_options(args)
     registry, benchmark = _load(args)
     if args.device:
         benchmark = dataclasses.replace(benchmark, device=args.device)
     if args.output:
         benchmark = dataclasses.replace(benchmark, output=args.output)
-    _check_run_options(args)
     root = _data(args, benchmark, registry)
     devices = _worker_devices(args, benchmark)
     slots = worker_slots(devices, args.jobs_per_device, args.jobs)
@@ -173,18 +195,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Per cell: runs done, running, failed, blocked and pending, and the training iterations left."""
-    from lthbench.run.plan import cell_runs, plan_runs
+    from lthbench.run.plan import cell_runs
     from lthbench.run.scheduler import iterations_left, statuses
     from lthbench.store import Store
 
+    _check_output_option(args.output)
     registry, benchmark = _load(args)
     store = Store(args.output or benchmark.output)
-    state = statuses(plan_runs(benchmark), store)
+    runs = cell_runs(benchmark)
+    state = statuses(list({run.run_id: run for run in runs}.values()), store)  # each run once
     table = Table(title=benchmark.name)
     for column in ("experiment", "pruner", "training", *STATUS_COLUMNS, "iterations left"):
         table.add_column(column)
     cells: dict[str, list] = {}
-    for run in cell_runs(benchmark):
+    for run in runs:
         cells.setdefault(run.cell_id, []).append(run)
     unknown = 0
     for runs in cells.values():
@@ -214,6 +238,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     """Print throughput of lthbench's trainer and of the reference loop, and their ratio."""
     from lthbench.cli.bench import CASES, bench_command
     from lthbench.config.devices import resolve_device
+    from lthbench.config.parse import check_dataset
     from lthbench.data_root import resolve_data_root
     from lthbench.registry import default_registry
 
@@ -229,7 +254,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     on_gpu = device.type == "cuda"
     root = resolve_data_root(args.data_root)
     for dataset in sorted({CASES[m][0] for m in models}):
-        registry.dataset(dataset).check(root, args.download)
+        check_dataset(registry.dataset(dataset), root, args.download)
     rows = bench_command(registry, root, device, models, args.steps or (500 if on_gpu else 40),
                          args.warmup or (50 if on_gpu else 5), args.workers, args.trials or (32 if on_gpu else 4),
                          print_line=console.print)

@@ -30,7 +30,14 @@ def run_description(spec: RunSpec) -> dict[str, Any]:
 
 
 def make_record(prepared: PreparedRun, result: TrainResult, ws: Workspace) -> Record:
-    """The record of a run that trained to its end (``done``) or until its loss stopped being finite (``diverged``)."""
+    """The record of a run that trained to its end (``done``) or until its loss stopped being finite (``diverged``).
+
+    A run without a single evaluation (it trained no iteration) has nothing
+    to record as done: that raises ``ValueError``, so the run is recorded failed.
+    """
+    if not result.curves.iteration and not result.diverged:
+        raise ValueError(f"the run trained no iteration (from iteration {prepared.start_iteration} to "
+                         f"{result.iterations}), so it measured nothing; give a longer training")
     network, masks = prepared.network, prepared.masks
     counts = count_remaining(masks, network.prunable)
     return {

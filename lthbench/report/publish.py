@@ -49,6 +49,9 @@ def report_command(results: list[str], output: str, csv: str | None, stats_csv: 
     """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs asked for."""
     if not results:
         raise UserError("no results folder given; pass the output folder of 'lthbench run'")
+    destinations = [("-o", output)] + [(option, path) for option, path in (("--csv", csv), ("--stats-csv", stats_csv))
+                                       if path is not None]
+    _check_destinations(destinations)
     folders = [read_folder(path) for path in results]
     frame = tidy_frame(folders)
     controls = random_mask_controls(frame)
@@ -56,21 +59,56 @@ def report_command(results: list[str], output: str, csv: str | None, stats_csv: 
     judged = verdicts(table)
     html = render_report(folders, frame, table, judged=judged, controls=controls,
                          sections=registry.report_sections(frame, table), finding=finding(judged, frame))
-    written = [_write(output, lambda path: path.write_text(html, encoding="utf-8"))]
-    if csv:
-        written.append(_write(csv, lambda path: frame[CSV_COLUMNS].to_csv(path, index=False)))
-    if stats_csv:
-        written.append(_write(stats_csv, lambda path: table.to_csv(path, index=False)))
+    writers = {"-o": lambda path: path.write_text(html, encoding="utf-8"),
+               "--csv": lambda path: frame[CSV_COLUMNS].to_csv(path, index=False),
+               "--stats-csv": lambda path: table.to_csv(path, index=False)}
+    written = [_write(option, destination, writers[option]) for option, destination in destinations]
     counts = ", ".join(f"{count} {status}" for status, count in run_counts(frame).items())
     print(f"{counts} runs; wrote {', '.join(written)}")
     return 0
 
 
-def _write(destination: str, write: Any) -> str:
-    """Create the parent folder of ``destination``, call ``write`` on its path, return the path."""
+def _check_destinations(destinations: list[tuple[str, str]]) -> None:
+    """Refuse, before anything is written, a destination (option, path) that no write could succeed at.
+
+    Each must be a non-empty path of its own, not a folder, in a folder that
+    exists or can be made, and open for writing; files this check creates
+    are removed again.
+    """
+    created: list[Path] = []
+    seen: set[Path] = set()
+    try:
+        for option, destination in destinations:
+            path = Path(destination)
+            if not destination:
+                raise UserError(f"{option}: empty; give the path of the file to write")
+            if path.resolve() in seen:
+                raise UserError(f"{option} {destination}: is also the path of another output; give each its own")
+            seen.add(path.resolve())
+            if path.parent.exists() and not path.parent.is_dir():
+                raise UserError(f"{option} {destination}: cannot be written ({path.parent} is a file, not a folder)")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.exists():
+                    path.touch()
+                    created.append(path)
+                with path.open("a"):
+                    pass
+            except OSError as error:
+                raise UserError(f"{option} {destination}: cannot be written ({error.strerror or error})") from None
+    finally:
+        for path in created:
+            path.unlink(missing_ok=True)
+
+
+def _write(option: str, destination: str, write: Any) -> str:
+    """Call ``write`` on the path ``destination`` (its folder made) and return it; a failing write names ``option``."""
     path = Path(destination)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as error:
+        raise UserError(f"{option} {destination}: cannot be written ({error.strerror or error})") from None
     return str(path)
 
 

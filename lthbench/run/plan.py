@@ -81,15 +81,21 @@ def cell_key(cell: Cell) -> dict:
     }
 
 
-def _run_key(cell: Cell, seed: int, round_: int, ref: PluginRef, parent: str, dense_id: str,
+def _run_settings(cell: Cell) -> dict:
+    """The settings of a cell that go into the key of each of its pruned runs: all but its initializers."""
+    settings = {k: v for k, v in cell_key(cell).items() if k not in ("initializers", "mask_source")}
+    settings["schedule"] = {k: v for k, v in settings["schedule"].items() if k != "mask_source"}
+    return settings
+
+
+def _run_key(settings: dict, seed: int, round_: int, ref: PluginRef, parent: str, dense_id: str,
              is_source: bool) -> dict:
-    """What determines a pruned run's result: its settings, seed, round, initializer and mask lineage.
+    """What determines a pruned run's result: its cell's :func:`_run_settings`, seed, round, initializer and
+    mask lineage.
 
     Whether it is its chain's mask source is in the key as well (a mask
     source also saves its trained weights for the next round).
     """
-    settings = {k: v for k, v in cell_key(cell).items() if k not in ("initializers", "mask_source")}
-    settings["schedule"] = {k: v for k, v in settings["schedule"].items() if k != "mask_source"}
     return {"settings": settings, "seed": seed, "round": round_, "initializer": ref.key(),
             "mask_parent": parent, "dense": dense_id, "mask_source": is_source}
 
@@ -115,12 +121,13 @@ def chain_runs(cell: Cell, seed: int) -> list[RunSpec]:
     cell_id = content_hash(cell_key(cell))
     dense_id = content_hash(_dense_key(cell, seed))
     runs = [RunSpec(dense_id, cell, cell_id, seed, 0, None, dense_id, None, True)]
+    settings = _run_settings(cell)
     parent = dense_id
     for round_ in range(1, cell.schedule.rounds + 1):
         next_parent = parent
         for ref in cell.initializers:
             is_source = ref.name == cell.mask_source and cell.schedule.mode == "iterative"
-            run_id = content_hash(_run_key(cell, seed, round_, ref, parent, dense_id, is_source))
+            run_id = content_hash(_run_key(settings, seed, round_, ref, parent, dense_id, is_source))
             spec = RunSpec(run_id, cell, cell_id, seed, round_, ref, dense_id, parent, is_source)
             runs.append(spec)
             if is_source:

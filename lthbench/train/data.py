@@ -169,8 +169,10 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int
     return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
 
 
-def _subset(data: TensorData, size: int, generator: torch.Generator) -> TensorData:
-    if not size or size >= len(data.labels):
+def _subset(data: TensorData, size: int, key: str, generator: torch.Generator) -> TensorData:
+    if size > len(data.labels):
+        raise ValueError(f"{key} = {size} is more than the {len(data.labels)} images of the split")
+    if not size or size == len(data.labels):
         return data
     index = torch.randperm(len(data.labels), generator=generator)[:size]
     return TensorData(data.images[index], data.labels[index])
@@ -179,15 +181,22 @@ def _subset(data: TensorData, size: int, generator: torch.Generator) -> TensorDa
 def prepare(
     dataset: Dataset, root: Path, download: bool, training: Training, seed: int, device: torch.device
 ) -> DeviceData:
-    """Split off a seeded validation set, take any subsets, and move everything to ``device``."""
-    train = _subset(load_split(dataset, root, True, download), training.train_subset,
+    """Split off a seeded validation set, take any subsets, and move everything to ``device``.
+
+    Raises ``ValueError`` for a subset larger than its split, or a batch
+    larger than the training images: no run trains on a size it does not state.
+    """
+    train = _subset(load_split(dataset, root, True, download), training.train_subset, "train_subset",
                     seeded_generator(SeedTag.SUBSET, seed))
-    test = _subset(load_split(dataset, root, False, download), training.test_subset,
+    test = _subset(load_split(dataset, root, False, download), training.test_subset, "test_subset",
                    seeded_generator(SeedTag.TEST, seed))
     if training.validation_size >= len(train.labels):
         raise ValueError(
             f"validation_size = {training.validation_size} leaves no training images out of {len(train.labels)}"
         )
+    if training.batch_size > len(train.labels) - training.validation_size:
+        raise ValueError(f"batch_size = {training.batch_size} is larger than the "
+                         f"{len(train.labels) - training.validation_size} training images (validation held out)")
     split = torch.randperm(len(train.labels), generator=seeded_generator(SeedTag.VALIDATION, seed))
     val_index, train_index = split[: training.validation_size], split[training.validation_size :]
     to = dict(device=device)
