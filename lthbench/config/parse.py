@@ -14,12 +14,12 @@ from lthbench.errors import ConfigError, PluginError, UserError, suggest
 from lthbench.registry import Registry
 from lthbench.run.plan import rewind_iteration
 from lthbench.config.devices import DEVICE_CHOICES, is_device
-from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Schedule, Training
+from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Report, Schedule, Training
 
 BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
-TOP_KEYS = {"benchmark", "defaults", "experiment"}
+TOP_KEYS = {"benchmark", "defaults", "experiment", "report"}
 
 
 class _Source:
@@ -234,6 +234,12 @@ def _experiment_cells(
     return cells
 
 
+def parse_report(table: Any, path: Path) -> Report:
+    """The ``[report]`` table of a benchmark file (``{}`` when absent) as :class:`Report`; errors name ``path``."""
+    src = _Source(path)
+    return build_dataclass(Report, _require_table(table, "report", src), "report", src)
+
+
 def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
     """Validate the TOML text of a benchmark file and expand it into cells."""
     src = _Source(path)
@@ -264,7 +270,8 @@ def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
             raise src.error(f"{where}.name", f"{name!r} is used by an earlier experiment; names must be unique")
         seen_names.add(name)
         cells.extend(_experiment_cells(_merge(defaults, exp), f"{where}({name})", src, registry))
-    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, **settings)
+    report = parse_report(raw.get("report", {}), path)
+    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, report=report, **settings)
 
 
 def load_benchmark(path: str | Path, registry: Registry) -> Benchmark:
