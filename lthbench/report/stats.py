@@ -42,16 +42,21 @@ Verdicts, in this order:
 * ``untestable``: the early-stop iteration of a run of either group is its
   last evaluation (censored: it was still improving, so its true early stop
   is unknown), or the differences have no spread (the t-test is undefined).
-* ``better`` / ``worse``: the interval excludes 0 on the side the ticket
-  is better (higher accuracy, earlier stop) or worse.
 * ``equivalent``: two one-sided tests (TOST, ``statsmodels``
   ``ttost_paired`` / ``ttost_ind``), adjusted like the p-value, show the
   difference within ± the margin: their counterpart interval (confidence
-  1 - 2α/m) lies inside (-margin, +margin).
+  1 - 2α/m) lies inside (-margin, +margin). This comes first: a difference
+  shown to be smaller than the declared margin is one that does not matter,
+  even where the interval also excludes 0 (the note says so).
+* ``better`` / ``worse``: the interval excludes 0 on the side the ticket
+  is better (higher accuracy, earlier stop) or worse.
 * ``inconclusive``: none of these; never read as "no difference". Beside it
-  stand the smallest difference the design detects with 80% power and the
-  number of seeds that would detect a difference of one margin (see
-  :func:`power_hint`).
+  stands the number of seeds that would detect a difference of one margin
+  with 80% power (:func:`seeds_needed`; an equivalence test at a true
+  difference of 0 needs about as many). Every tested row also has the
+  smallest difference its design detects with 80% power given the observed
+  spread (:func:`detectable_effect` times ``sd_tested``, the SD of the paired
+  differences or the pooled SD of Welch's groups).
 
 Matching dense (Frankle & Carbin's "winning ticket") is a non-inferiority
 test on the rows against the dense network: the ticket's accuracy is not
@@ -69,6 +74,7 @@ adjustment). Only seeds with runs at every selected level count there.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterator
@@ -105,12 +111,13 @@ LEVEL, OVERALL = "level", "overall"
 ADJUSTMENT = "Bonferroni"
 CENSORED = "early stop censored (a run's lowest validation loss was at its last evaluation)"
 NO_SPREAD = "the differences have no spread: the t-test is undefined"
+WITHIN_MARGIN = "the interval excludes 0, but the difference lies within the margin"
 #: ``lthbench report --stats-csv``: the contract's columns, then the ones that explain them.
 STATS_COLUMNS = [
     *CELL_KEYS, "round", "weights_remaining", "metric", "group_a", "group_b", "scope", "n_a", "n_b",
     "mean_a", "mean_b", "diff", "ci_low", "ci_high", "adjustment", "p_value", "p_adjusted", "margin", "tost_p",
     "verdict", "detectable_difference", "seeds_needed", "note",
-    "test", "family_size", "confidence", "better_when", "sd_a", "sd_b", "sd_diff", "hedges_g",
+    "test", "family_size", "confidence", "better_when", "sd_a", "sd_b", "sd_diff", "sd_tested", "hedges_g",
     "tost_p_unadjusted", "tost_ci_low", "tost_ci_high", "noninferiority_p_unadjusted", "noninferiority_p", "noninferior",
     "levels", "level_low", "level_high", "control_cell",
 ]
@@ -142,33 +149,44 @@ def adjust(p_values: Any) -> np.ndarray:
     return adjusted
 
 
-def power_hint(sd: float, n_a: int, n_b: int, paired: bool, margin: float, family_size: int) -> tuple[float, float]:
-    """The smallest difference detected with 80% power, and the seeds that detect a difference of ``margin``.
+@functools.cache
+def detectable_effect(n_a: int, n_b: int, paired: bool, family_size: int) -> float:
+    """The standardized difference the verdict's test finds with 80% power (``statsmodels.stats.power``).
 
-    Power is that of the verdict's test (paired t on the differences, SD
-    ``sd``, or Welch's groups with pooled SD ``sd``) reaching ``better`` or
-    ``worse`` in the true direction: a one-sided test at α/(2m), m =
-    ``family_size``, from ``statsmodels.stats.power`` (its two-sided form adds
-    the negligible chance of a wrong-direction rejection, and scipy's
-    noncentral t returns NaN for it at these small α). An equivalence test at
-    a true difference of 0 needs about as many seeds as the second number.
-    Both NaN when ``sd`` is 0 or unknown.
+    The test is the paired t on ``n_a`` differences, or Welch's on groups of
+    ``n_a`` and ``n_b`` (as the pooled t, which ``TTestIndPower`` models),
+    reaching ``better`` or ``worse`` in the true direction: a one-sided test
+    at α/(2m), m = ``family_size``. Its two-sided form adds only the chance of
+    a rejection in the wrong direction, which scipy's noncentral t returns as
+    NaN at these small α. Cached: a report asks for few distinct designs.
     """
-    if not sd > 0 or min(n_a, n_b) < 2:
-        return math.nan, math.nan
     alpha = ALPHA / (2 * family_size)
-    analysis = TTestPower() if paired else TTestIndPower()
-    sizes = {"nobs": n_a} if paired else {"nobs1": n_a, "ratio": n_b / n_a}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        effect = analysis.solve_power(alpha=alpha, power=POWER, alternative="larger", **sizes)
-        needed = math.nan
-        if margin > 0:
-            needed = analysis.solve_power(effect_size=margin / sd, alpha=alpha, power=POWER, alternative="larger",
-                                          **({} if paired else {"ratio": 1.0}))
-    detectable = float(np.squeeze(effect)) * sd
-    seeds = max(MIN_SEEDS, math.ceil(float(np.squeeze(needed)))) if np.isfinite(needed) else math.nan
-    return detectable, seeds
+        if paired:
+            effect = TTestPower().solve_power(nobs=n_a, alpha=alpha, power=POWER, alternative="larger")
+        else:
+            effect = TTestIndPower().solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=POWER,
+                                                 alternative="larger")
+    return float(np.squeeze(effect))
+
+
+def seeds_needed(effect: float, paired: bool, family_size: int) -> float:
+    """The fewest seeds (per group) whose test finds a standardized difference ``effect`` with 80% power.
+
+    The same test as :func:`detectable_effect`, solved for the number of
+    seeds (``solve_power``) and rounded up, at least :data:`MIN_SEEDS`; NaN
+    when ``effect`` is not positive.
+    """
+    if not effect > 0:
+        return math.nan
+    alpha = ALPHA / (2 * family_size)
+    analysis = TTestPower() if paired else TTestIndPower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = float(np.squeeze(analysis.solve_power(effect_size=effect, alpha=alpha, power=POWER, alternative="larger")))
+    # solve_power's roots are accurate to about 1e-6: an integer solution must not round up to the next seed.
+    return float(max(MIN_SEEDS, math.ceil(n - 1e-3))) if np.isfinite(n) else math.nan
 
 
 def compare_groups(a: pd.Series, b: pd.Series, *, margin: float, family_size: int = 1,
@@ -179,7 +197,7 @@ def compare_groups(a: pd.Series, b: pd.Series, *, margin: float, family_size: in
     otherwise. The row has the unadjusted p-values of the test, of TOST with
     ± ``margin`` and of the non-inferiority side of TOST (``direction``: +1
     where higher values are better, -1 where lower), the intervals at the
-    family's confidence, and the power hint; its ``verdict`` is set only when
+    family's confidence, and the detectable difference; its ``verdict`` is set only when
     no test applies (``not enough seeds``, or ``untestable`` when
     ``censored`` or without spread); :func:`judge` decides the others.
     """
@@ -210,15 +228,14 @@ def compare_groups(a: pd.Series, b: pd.Series, *, margin: float, family_size: in
     counterpart = test.confidence_interval(1 - 2 * ALPHA / family_size)
     lower_p, upper_p = float(tost[1][1]), float(tost[2][1])  # H0: diff <= -margin; H0: diff >= +margin
     pooled = math.sqrt(((len(x) - 1) * row["sd_a"] ** 2 + (len(y) - 1) * row["sd_b"] ** 2) / (len(x) + len(y) - 2))
-    detectable, seeds_needed = power_hint(row["sd_diff"] if paired else pooled, len(x), len(y), paired, margin,
-                                          family_size)
+    sd = row["sd_diff"] if paired else pooled
     return {
         **row, "note": "; ".join(notes), "hedges_g": hedges_g(x, y),
         "ci_low": float(interval.low), "ci_high": float(interval.high), "p_value": float(test.pvalue),
         "tost_p_unadjusted": float(tost[0]), "tost_ci_low": float(counterpart.low),
         "tost_ci_high": float(counterpart.high),
         "noninferiority_p_unadjusted": lower_p if direction > 0 else upper_p,
-        "detectable_difference": detectable, "seeds_needed": seeds_needed,
+        "sd_tested": sd, "detectable_difference": detectable_effect(len(x), len(y), paired, family_size) * sd,
     }
 
 
@@ -248,7 +265,7 @@ def judge(table: pd.DataFrame) -> pd.DataFrame:
     A family is the rows of one cell, metric, comparison and scope. The
     verdict reads the row's own interval (``ci_low``/``ci_high``, already at
     the family's confidence) and its adjusted TOST p; ``noninferior`` is
-    the adjusted non-inferiority p below α.
+    the adjusted non-inferiority p below α. Inconclusive rows get ``seeds_needed``.
     """
     table = table.copy()
     families = table.groupby([*CELL_KEYS, "metric", "group_b", "scope"], sort=False, dropna=False)
@@ -260,9 +277,18 @@ def judge(table: pd.DataFrame) -> pd.DataFrame:
     sign = table["metric"].map(DIRECTION)
     excludes_zero = (table["ci_low"] > 0) | (table["ci_high"] < 0)
     ticket_side = np.where(table["ci_low"] > 0, 1, -1) == sign
-    decided = np.select([excludes_zero & ticket_side, excludes_zero, table["tost_p"] < ALPHA],
-                        [BETTER, WORSE, EQUIVALENT], INCONCLUSIVE)
+    equivalent = table["tost_p"] < ALPHA
+    decided = np.select([equivalent, excludes_zero & ticket_side, excludes_zero], [EQUIVALENT, BETTER, WORSE],
+                        INCONCLUSIVE)
     table["verdict"] = table["verdict"].where(~tested, decided)
+    within = tested & equivalent & excludes_zero
+    table.loc[within, "note"] = [f"{WITHIN_MARGIN}; {note}" if note else WITHIN_MARGIN
+                                 for note in table.loc[within, "note"]]
+    undecided = table.index[table["verdict"] == INCONCLUSIVE]
+    table.loc[undecided, "seeds_needed"] = [
+        seeds_needed(row.margin / row.sd_tested, row.test == PAIRED, row.family_size)
+        for row in table.loc[undecided].itertuples()
+    ]
     return table
 
 
@@ -290,11 +316,13 @@ def random_mask_runs(frame: pd.DataFrame, control: Any) -> pd.DataFrame:
     return frame[(frame["cell_id"] == control) & (frame["initializer"] == TICKET) & (frame["round"] > 0)]
 
 
-def _per_seed(runs: pd.DataFrame, metric: str) -> tuple[pd.Series, bool]:
-    """The metric per seed (draws of one seed averaged) and whether any of these runs is censored."""
+def _per_seed(runs: pd.DataFrame, metric: str) -> tuple[dict[Any, pd.Series], dict[Any, bool]]:
+    """By round: the metric per seed (draws of one seed averaged), and whether any of those runs is censored."""
     valid = runs[runs[metric].notna()]
-    censored = bool((valid["early_stop_iteration"] >= valid["iterations"]).any()) if metric == ITERATION else False
-    return valid.groupby("seed")[metric].mean(), censored
+    censored = (valid["early_stop_iteration"] >= valid["iterations"]) & (metric == ITERATION)
+    means = valid.groupby(["round", "seed"])[metric].mean()
+    by_round = {round_: series.droplevel("round") for round_, series in means.groupby(level="round")}
+    return by_round, censored.groupby(valid["round"]).any().to_dict()
 
 
 def _margin(metric: str, cell: pd.DataFrame, report: Report) -> float:
@@ -329,13 +357,16 @@ def _samples(frame: pd.DataFrame, controls: dict[Any, Any], report: Report) -> I
         for name, other in _groups(done, cell, controls.get(keys[0])).items():
             for metric in METRICS:
                 common = {**where, "metric": metric, "group_b": name, "margin": _margin(metric, cell, report)}
+                (a_by, a_censored), (b_by, b_censored) = _per_seed(ticket, metric), _per_seed(other, metric)
+                empty = pd.Series(dtype=float)
                 by_level = {}
                 for round_, level in levels.items():
-                    a, a_censored = _per_seed(ticket[ticket["round"] == round_], metric)
-                    b, b_censored = _per_seed(other if name == DENSE else other[other["round"] == round_], metric)
-                    by_level[round_] = (a, b, a_censored or b_censored)
-                    yield {**common, "scope": LEVEL, "round": round_, "weights_remaining": level, "a": a, "b": b,
-                           "censored": a_censored or b_censored, "levels": 1, "level_low": level, "level_high": level}
+                    b_round = 0 if name == DENSE else round_
+                    sample = (a_by.get(round_, empty), b_by.get(b_round, empty),
+                              a_censored.get(round_, False) or b_censored.get(b_round, False))
+                    by_level[round_] = sample
+                    yield {**common, "scope": LEVEL, "round": round_, "weights_remaining": level, "a": sample[0],
+                           "b": sample[1], "censored": sample[2], "levels": 1, "level_low": level, "level_high": level}
                 if not pooled.empty:
                     chosen = [by_level[round_] for round_ in pooled.index]
                     yield {**common, "scope": OVERALL, "round": math.nan, "weights_remaining": math.nan,
@@ -391,7 +422,7 @@ def winning_tickets(table: pd.DataFrame) -> pd.DataFrame:
             if row is None or row["verdict"] in (NOT_ENOUGH_SEEDS, UNTESTABLE):
                 reasons.append(f"{'accuracy' if metric == ACCURACY else 'early stop'}: "
                                f"{'no runs' if row is None else row['verdict']}")
-            elif row["noninferior"] is not True:
+            elif not row["noninferior"]:
                 reasons.append(what)
         control = bool(level["control_cell"].iloc[0])
         if control:
