@@ -76,6 +76,14 @@ def inconclusive_hints(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def status_hints(folder: str | Path, settings: Report) -> list[str]:
+    """:func:`inconclusive_hints` of an output folder's finished runs, judged with ``settings``; [] before any run."""
+    if not (Path(folder) / "matrix.json").is_file():
+        return []
+    frame = tidy_frame([read_folder(folder)])
+    return inconclusive_hints(comparison_table(frame, random_mask_controls(frame), settings))
+
+
 def report_settings(folders: list[ResultFolder]) -> Report:
     """The ``[report]`` settings of the benchmark file recorded in the folders' ``matrix.json`` (defaults when absent).
 

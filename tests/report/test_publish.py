@@ -10,6 +10,7 @@ from lthbench.report.publish import finding, report_command, report_metadata, wr
 from lthbench.report.results import RESULT_COLUMNS, read_folder, tidy_frame
 from lthbench.report.stats import comparison_table, random_mask_controls, winning_tickets
 from helpers.synthetic_results import write_synthetic_results
+from helpers.tiny_matrix import write_matrix
 
 
 class NoSections:
@@ -58,3 +59,16 @@ def test_index_lists_each_report_with_its_metadata(tmp_path, capsys):
     assert 'href="synthetic.html"' in index and "notes.html" not in index
     assert "&lt;b&gt;x&lt;/b&gt;" in index and "<b>x</b>" not in index
     assert write_index(reports) == reports / "index.html"
+
+
+def test_status_prints_what_inconclusive_verdicts_would_need(tmp_path, capsys):
+    results = write_synthetic_results(tmp_path / "results", seeds=(0, 1, 2, 3))
+    path = write_matrix(tmp_path, output=results)
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    table = comparison_table(tidy_frame([read_folder(results)]), {})
+    levels = int(((table["scope"] == "level") & (table["verdict"] == "inconclusive")).sum())
+    assert levels and f"{levels} per-level verdicts are inconclusive" in out
+    (tmp_path / "fresh").mkdir()
+    assert main(["status", str(write_matrix(tmp_path / "fresh"))]) == 0
+    assert "inconclusive" not in capsys.readouterr().out  # nothing has run there yet
