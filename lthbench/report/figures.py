@@ -188,8 +188,7 @@ def difference_figure(table: pd.DataFrame, name: str) -> SvgFigure:
     """
     levels = table[table["scope"] == LEVEL]
     groups = list(dict.fromkeys(levels["group_b"]))
-    palette = matplotlib.colormaps["tab10"].colors
-    colors = {group: "0.35" if group == DENSE else palette[(i + 1) % len(palette)] for i, group in enumerate(groups)}
+    colors = _colors([TICKET, *(group for group in groups if group != DENSE)])  # as in the metric figures
     figure = Figure(figsize=(WIDTH, HEIGHT * 1.5))
     axes = figure.subplots(2, 1, sharex=True)
     offsets = dict(zip(groups, np.linspace(-0.04, 0.04, len(groups)) if len(groups) > 1 else [0.0]))
