@@ -75,13 +75,6 @@ def format_value(value: Any, metric: str) -> str:
     return f"{value * 100:.2f}" if metric == ACCURACY else f"{value:.0f}"
 
 
-def format_interval(low: Any, high: Any, metric: str) -> str:
-    """A confidence interval as ``[low, high]`` in the metric's units; empty when there is none."""
-    if pd.isna(low):
-        return ""
-    return f"[{format_value(low, metric)}, {format_value(high, metric)}]"
-
-
 def format_p(value: Any) -> str:
     """A p-value as ``0.003`` or ``<0.001``; a dash when there is none."""
     if pd.isna(value):
@@ -162,7 +155,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        value=format_value, interval=format_interval, pvalue=format_p, number=format_number, percent=format_percent,
+        value=format_value, pvalue=format_p, number=format_number, percent=format_percent,
         duration=format_duration, verdict_class=verdict_class, difference=format_difference, margin=format_margin,
         signed_interval=format_signed_interval,
     )
