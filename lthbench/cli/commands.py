@@ -223,6 +223,10 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     if unknown:
         console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
                       "'iterations left'", highlight=False)
+    from lthbench.report.publish import status_hints
+
+    for line in status_hints(store.root, benchmark.report):
+        console.print(line, highlight=False)
     return 0
 
 

@@ -26,12 +26,12 @@ from lthbench.protocols import Dataset, Network
 from lthbench.registry import Registry
 from lthbench.run.plan import iterations_per_epoch, rewind_iteration, training_length
 from lthbench.config.devices import DEVICE_CHOICES, is_device
-from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Schedule, Training
+from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Report, Schedule, Training
 
 BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
-TOP_KEYS = {"benchmark", "defaults", "experiment"}
+TOP_KEYS = {"benchmark", "defaults", "experiment", "report"}
 #: Deepest nesting of arrays and tables a benchmark file may use (its deepest key, a plugin parameter
 #: list expanded as a list of lists inside an experiment, needs 6).
 MAX_DEPTH = 32
@@ -462,6 +462,12 @@ def _check_pruner(ref: PluginRef, network: Network, where: str, src: _Source, re
                               f"{type(error).__name__}: {error}") from error
 
 
+def parse_report(table: Any, path: Path) -> Report:
+    """The ``[report]`` table of a benchmark file (``{}`` when absent) as :class:`Report`; errors name ``path``."""
+    src = _Source(path)
+    return build_dataclass(Report, _require_table(table, "report", src), "report", src)
+
+
 def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
     """Validate the TOML text of a benchmark file and expand it into cells."""
     src = _Source(path)
@@ -499,7 +505,8 @@ def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
         if isinstance(exp.get("training"), dict):
             _check_length_keys(exp["training"], f"{where}.training", src)
         cells.extend(_experiment_cells(_merge(defaults, exp), where, src, registry, budget))
-    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, **settings)
+    report = parse_report(raw.get("report", {}), path)
+    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, report=report, **settings)
 
 
 def load_benchmark(path: str | Path, registry: Registry) -> Benchmark:

@@ -158,6 +158,27 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Report:
+    """How ``lthbench report`` judges the comparisons: the ``[report]`` table of a benchmark file."""
+
+    #: Equivalence and non-inferiority margin of the early-stop test accuracy, as a fraction (0.005 = 0.5 points).
+    accuracy_margin: float = 0.005
+    #: Margin of the early-stop iteration in iterations; unset means a tenth of the cell's training length.
+    iteration_margin: int | None = None
+    #: Lowest and highest fraction of weights remaining of the levels that the overall comparison pools.
+    overall_weights_remaining: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        low, high = self.overall_weights_remaining
+        _check(self, [
+            (0 < self.accuracy_margin < 1, "accuracy_margin", "a fraction in (0, 1), e.g. 0.005 for 0.5 points"),
+            (self.iteration_margin is None or self.iteration_margin >= 1, "iteration_margin",
+             "a positive number of iterations"),
+            (0 <= low <= high <= 1, "overall_weights_remaining", "[low, high] with 0 <= low <= high <= 1"),
+        ])
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """A whole validated benchmark file: global settings and the expanded cells."""
 
@@ -170,3 +191,4 @@ class Benchmark:
     download: bool = False
     data_root: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    report: Report = field(default_factory=Report)

@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatter, NullLocator
 
-from lthbench.report.stats import ACCURACY, DENSE, ITERATION, RANDOM_MASK, TICKET
+from lthbench.report.stats import ACCURACY, DENSE, ITERATION, LEVEL, RANDOM_MASK, TICKET
 
 STYLE = {
     "svg.fonttype": "none",
@@ -183,12 +183,52 @@ def layers_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: 
     return SvgFigure(name, caption, to_svg(figure, name))
 
 
+def difference_figure(table: pd.DataFrame, name: str) -> SvgFigure:
+    """Ticket − other per level and comparison, with the interval each verdict read, the margin band and 0.
+
+    ``table`` holds the cell's comparison rows (:func:`lthbench.report.stats.comparison_table`).
+    Levels without an interval (not tested) are drawn as hollow markers.
+    """
+    levels = table[table["scope"] == LEVEL]
+    groups = list(dict.fromkeys(levels["group_b"]))
+    colors = _colors([TICKET, *(group for group in groups if group != DENSE)])  # as in the metric figures
+    figure = Figure(figsize=(WIDTH, HEIGHT * 1.5))
+    axes = figure.subplots(2, 1, sharex=True)
+    offsets = dict(zip(groups, np.linspace(-0.04, 0.04, len(groups)) if len(groups) > 1 else [0.0]))
+    for axis, metric, label in ((axes[0], ACCURACY, "accuracy difference (pt)"),
+                                (axes[1], ITERATION, "early-stop difference (iterations)")):
+        rows = levels[levels["metric"] == metric]
+        scale = 100 if metric == ACCURACY else 1
+        margin = rows["margin"].max() * scale
+        if np.isfinite(margin):
+            axis.axhspan(-margin, margin, color="0.5", alpha=0.12, linewidth=0, label="± margin")
+        axis.axhline(0, color="0.2", linewidth=0.8)
+        for group, group_rows in rows.groupby("group_b", sort=False):
+            x = group_rows["weights_remaining"].to_numpy() * 100 * (1 + offsets[group])
+            diff, low, high = (group_rows[c].to_numpy(float) * scale for c in ("diff", "ci_low", "ci_high"))
+            tested = np.isfinite(low)
+            axis.errorbar(x[tested], diff[tested], yerr=[diff[tested] - low[tested], high[tested] - diff[tested]],
+                          fmt="o", markersize=4, capsize=2, color=colors[group], label=f"vs {group}")
+            axis.plot(x[~tested], diff[~tested], "o", markersize=4, markerfacecolor="none", color=colors[group])
+        axis.set_ylabel(label, fontsize=9)
+    _percent_axis(axes[1], levels["weights_remaining"].dropna().unique() * 100)
+    axes[0].set_xlabel("")
+    axes[0].legend(loc="best", fontsize=8)
+    caption = ("Ticket − other at each level: points are the mean difference over seeds, bars the interval the "
+               "verdict read (paired or Welch t, Bonferroni-adjusted over the levels); hollow points were not tested "
+               "(too few seeds, censored or without spread); grey band: ± the equivalence margin. Accuracy on top, "
+               "early-stop iteration below (below 0: the ticket stops earlier).")
+    return SvgFigure(name, caption, to_svg(figure, name))
+
+
 def figure_set(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str,
-               random_mask: pd.DataFrame | None = None) -> list[SvgFigure]:
+               random_mask: pd.DataFrame | None = None, comparisons: pd.DataFrame | None = None) -> list[SvgFigure]:
     """All figures of one cell; ``rows`` are its results rows, ``name`` a stable id for the SVG ids.
 
     ``random_mask`` holds the pruned ticket runs of the cell's random-mask
-    control, if it has one: the metric figures draw them as the series ``random mask``.
+    control, if it has one: the metric figures draw them as the series
+    ``random mask``. ``comparisons``, the cell's rows of the comparison
+    table, adds the figure of the verdicts' intervals when any level is compared.
     """
     done = rows[rows["status"] == "done"]
     if done[done["round"] > 0].empty:
@@ -197,9 +237,10 @@ def figure_set(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str
     if random_mask is not None:
         series = pd.concat([done, random_mask[random_mask["status"] == "done"].assign(initializer=RANDOM_MASK)])
     with matplotlib.rc_context(STYLE):
-        return [
+        figures = [
             metric_figure(series, ACCURACY, f"{name}-accuracy"),
             metric_figure(series, ITERATION, f"{name}-iteration"),
-            curves_figure(done, records, f"{name}-curves"),
-            layers_figure(done, records, f"{name}-layers"),
         ]
+        if comparisons is not None and (comparisons["scope"] == LEVEL).any():
+            figures.append(difference_figure(comparisons, f"{name}-differences"))
+        return [*figures, curves_figure(done, records, f"{name}-curves"), layers_figure(done, records, f"{name}-layers")]

@@ -18,12 +18,17 @@ import pandas as pd
 
 from lthbench.report.figures import SvgFigure, figure_set
 from lthbench.report.results import ResultFolder
-from lthbench.report.stats import ACCURACY, DENSE, ITERATION, TICKET, random_mask_runs
+from lthbench.config.settings import Report
+from lthbench.report.stats import (ACCURACY, ADJUSTMENT, ALPHA, BETTER, DENSE, EQUIVALENT, INCONCLUSIVE, ITERATION,
+                                   ITERATION_MARGIN_FRACTION, LEVEL, MIN_SEEDS, NOT_ENOUGH_SEEDS, OVERALL, POWER,
+                                   TICKET, UNTESTABLE, WORSE, random_mask_runs)
 from lthbench.run.status import FAILURES, RunStatus
 
 TEMPLATE = "report.html.j2"
 STATUSES = (RunStatus.DONE, RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.BLOCKED, RunStatus.PENDING)
 METRIC_TITLES = {ACCURACY: "Test accuracy at early stop (%)", ITERATION: "Early-stop iteration"}
+#: Units of differences: accuracy in percentage points.
+UNITS = {ACCURACY: "pt", ITERATION: "iterations"}
 
 
 @dataclass
@@ -35,8 +40,11 @@ class CellView:
     subtitle: str
     comparisons: list[str]
     verdict_rows: list[dict[str, Any]]
+    overall: dict[str, Any]
     figures: list[SvgFigure]
     stats: dict[str, list[dict[str, Any]]]
+    control: bool
+    margins: str
     censoring: str = ""
 
 
@@ -67,13 +75,6 @@ def format_value(value: Any, metric: str) -> str:
     return f"{value * 100:.2f}" if metric == ACCURACY else f"{value:.0f}"
 
 
-def format_interval(low: Any, high: Any, metric: str) -> str:
-    """A confidence interval as ``[low, high]`` in the metric's units; empty when there is none."""
-    if pd.isna(low):
-        return ""
-    return f"[{format_value(low, metric)}, {format_value(high, metric)}]"
-
-
 def format_p(value: Any) -> str:
     """A p-value as ``0.003`` or ``<0.001``; a dash when there is none."""
     if pd.isna(value):
@@ -98,13 +99,50 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+def format_difference(value: Any, metric: str) -> str:
+    """A signed difference: accuracy in percentage points with two decimals, iterations as integers."""
+    if pd.isna(value):
+        return "–"
+    text = f"{value * 100:+.2f}" if metric == ACCURACY else f"{value:+.0f}"
+    return text.replace("-", "−")
+
+
+def format_signed_interval(low: Any, high: Any, metric: str) -> str:
+    """An interval of a difference as ``[−0.27, +0.72]``; empty when there is none."""
+    if pd.isna(low):
+        return ""
+    return f"[{format_difference(low, metric)}, {format_difference(high, metric)}]"
+
+
+def format_margin(margin: Any, metric: str) -> str:
+    """A margin as ``±0.50 pt`` or ``±200 iterations``."""
+    return "–" if pd.isna(margin) else f"±{format_difference(margin, metric)[1:]} {UNITS[metric]}"
+
+
 def verdict_class(verdict: str) -> str:
-    """A CSS class for a verdict: ``good`` for the ticket, ``bad`` against it, ``muted`` when undecided."""
-    if verdict == "winning ticket" or verdict.startswith("ticket beats"):
-        return "good"
-    if verdict.startswith("not a winning ticket") or verdict.endswith("beats ticket"):
-        return "bad"
-    return "neutral" if verdict.startswith("no difference") else "muted"
+    """A CSS class for a verdict: ``good`` for the ticket, ``bad`` against it, ``neutral`` when equivalent."""
+    return {BETTER: "good", WORSE: "bad", EQUIVALENT: "neutral"}.get(verdict, "muted")
+
+
+def verdict_summary(row: dict[str, Any]) -> dict[str, str]:
+    """A verdict in words from one comparison row: the verdict, its difference and interval, how it was tested.
+
+    ``text`` is e.g. ``+0.50 [+0.27, +0.72] pt`` (the interval the verdict
+    read), ``method`` e.g. ``paired, Bonferroni over 7``; ``hint`` says,
+    for an inconclusive verdict, what difference the seeds can detect and how
+    many seeds would decide the margin; ``note`` why a comparison was not tested.
+    """
+    metric, verdict = row["metric"], row["verdict"]
+    unit = UNITS[metric]
+    interval = format_signed_interval(row["ci_low"], row["ci_high"], metric)
+    text = " ".join(filter(None, (format_difference(row["diff"], metric), interval, unit)))
+    tested = verdict not in (UNTESTABLE, NOT_ENOUGH_SEEDS)
+    method = f"{row['test']}, {'one test' if row['family_size'] == 1 else row['adjustment']}" if tested else ""
+    hint = ""
+    if verdict == INCONCLUSIVE and not pd.isna(row["detectable_difference"]):
+        hint = (f"{row['n_a']} seeds detect {format_margin(row['detectable_difference'], metric)}; "
+                f"{format_number(row['seeds_needed'], 0)} would detect {format_margin(row['margin'], metric)}")
+    return {"verdict": verdict, "text": text, "method": method, "hint": hint, "note": row["note"] or ""}
 
 
 def environment() -> jinja2.Environment:
@@ -117,40 +155,61 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        value=format_value, interval=format_interval, pvalue=format_p, number=format_number, percent=format_percent,
-        duration=format_duration, verdict_class=verdict_class,
+        value=format_value, pvalue=format_p, number=format_number, percent=format_percent,
+        duration=format_duration, verdict_class=verdict_class, difference=format_difference, margin=format_margin,
+        signed_interval=format_signed_interval,
     )
     return env
 
 
-def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, judged: pd.DataFrame, records: dict[str, Any],
+def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, winners: pd.DataFrame, records: dict[str, Any],
                random_mask: pd.DataFrame | None) -> CellView:
     """Verdicts, figures and statistics tables of one cell; ``random_mask``: its control's ticket runs, if any."""
     first = rows.iloc[0]
     subtitle = f"{first['architecture']} on {first['dataset']}, {first['mode']} pruning at rate {first['rate']}"
     if first["training"]:
         subtitle += f"; training: {first['training']}"
-    comparisons = list(dict.fromkeys(judged["comparison"]))
-    comparisons.sort(key=lambda name: name != f"vs {DENSE}")
+    comparisons = sorted(dict.fromkeys(table["group_b"]), key=lambda name: name != DENSE)
+    levels = table[table["scope"] == LEVEL]
+    marks = {(row["scope"], row["round"]): row for row in winners.to_dict("records")}
     verdict_rows = [
         {"round": round_, "weights_remaining": level["weights_remaining"].iloc[0],
-         "verdicts": dict(zip(level["comparison"], level["verdict"]))}
-        for round_, level in judged.groupby("round", sort=True)
+         "verdicts": _summaries(level), "winning": marks.get((LEVEL, round_))}
+        for round_, level in levels.groupby("round", sort=True)
     ]
-    stats = {
-        metric: table[table["metric"] == metric].sort_values(["round"], kind="stable").to_dict("records")
-        for metric in METRIC_TITLES
-    }
+    overall_rows = table[table["scope"] == OVERALL]
+    overall = {}
+    if not overall_rows.empty:
+        first_row = overall_rows.iloc[0]
+        overall = {"levels": int(first_row["levels"]), "low": first_row["level_low"], "high": first_row["level_high"],
+                   "verdicts": _summaries(overall_rows),
+                   "winning": next((row for (scope, _), row in marks.items() if scope == OVERALL), None)}
+    shown = table.sort_values(["scope", "round"], kind="stable")
+    shown = shown.astype(object).where(shown.notna(), None)  # NA is truthy, and ambiguous, in templates
+    stats = {metric: shown[shown["metric"] == metric].to_dict("records") for metric in METRIC_TITLES}
+    margins = {metric: format_margin(table.loc[table["metric"] == metric, "margin"].max(), metric)
+               for metric in METRIC_TITLES}
     return CellView(
         anchor=f"cell-{first['cell_id']}",
         title=f"{first['experiment']} · {first['pruner']}",
         subtitle=subtitle,
         comparisons=comparisons,
         verdict_rows=verdict_rows,
-        figures=figure_set(rows, records, str(first["cell_id"]), random_mask),
+        overall=overall,
+        figures=figure_set(rows, records, str(first["cell_id"]), random_mask, table),
         stats=stats,
+        control=bool(table["control_cell"].any()),
+        margins=f"accuracy {margins[ACCURACY]}, early stop {margins[ITERATION]}",
         censoring=censoring_note(rows),
     )
+
+
+def _summaries(rows: pd.DataFrame) -> dict[str, dict[str, dict[str, str]]]:
+    """:func:`verdict_summary` of each row, by comparison and metric."""
+    summaries: dict[str, dict[str, dict[str, str]]] = {}
+    for row in rows.to_dict("records"):
+        summaries.setdefault(row["group_b"], {})[row["metric"]] = verdict_summary(row)
+    return summaries
 
 
 def run_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -187,20 +246,22 @@ def _problem_runs(frame: pd.DataFrame, statuses: Collection[str]) -> list[dict[s
     return unique.astype(object).where(unique.notna(), None).to_dict("records")
 
 
-def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame, *, judged: pd.DataFrame,
-                  controls: dict[Any, Any], sections: list[dict[str, str]], finding: str) -> str:
+def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame, *, winners: pd.DataFrame,
+                  controls: dict[Any, Any], sections: list[dict[str, str]], finding: str,
+                  report: Report) -> str:
     """The whole report as one HTML string.
 
-    ``table``, ``judged`` and ``controls`` are the comparison table, its
-    verdicts and the random-mask controls of ``frame``; ``finding`` is the
-    one-line summary published in the report's metadata.
+    ``table``, ``winners`` and ``controls`` are the comparison table, its
+    winning-ticket marks and the random-mask controls of ``frame``;
+    ``finding`` is the one-line summary published in the report's metadata,
+    ``report`` the ``[report]`` settings the table was judged with.
     """
     records = {run_id: record for folder in folders for run_id, record in folder.records.items()}
     views = []
     for cell_id, rows in frame.groupby("cell_id", sort=False):
         control = controls.get(cell_id)
         random_mask = None if control is None else random_mask_runs(frame, control)
-        views.append(_cell_view(rows, table[table["cell_id"] == cell_id], judged[judged["cell_id"] == cell_id],
+        views.append(_cell_view(rows, table[table["cell_id"] == cell_id], winners[winners["cell_id"] == cell_id],
                                 records, random_mask))
     cells = [view for view in views if view.verdict_rows or view.figures]
     names = list(dict.fromkeys(str(f.matrix.get("benchmark", {}).get("name", f.path.name)) for f in folders))
@@ -220,4 +281,8 @@ def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.Da
         blocked=_problem_runs(frame, (RunStatus.BLOCKED,)),
         sections=sections,
         published=published,
+        settings={"alpha": ALPHA, "min_seeds": MIN_SEEDS, "power": POWER, "report": report,
+                  "iteration_fraction": ITERATION_MARGIN_FRACTION, "adjustment": ADJUSTMENT,
+                  "accuracy_margin": format_margin(report.accuracy_margin, ACCURACY),
+                  "iteration_margin": format_margin(report.iteration_margin, ITERATION)},
     )

@@ -13,58 +13,120 @@ from typing import Any
 
 import pandas as pd
 
+from lthbench.config.parse import parse_report
+from lthbench.config.settings import Report
 from lthbench.errors import UserError
 from lthbench.registry import Registry
-from lthbench.report.html import environment, render_report, run_counts
-from lthbench.report.results import CSV_COLUMNS, read_folder, tidy_frame
-from lthbench.report.stats import DENSE, comparison_table, random_mask_controls, verdicts
+from lthbench.report.html import (UNITS, environment, format_difference, format_percent, render_report, run_counts,
+                                  verdict_summary)
+from lthbench.report.results import CSV_COLUMNS, ResultFolder, read_folder, tidy_frame
+from lthbench.report.stats import (ACCURACY, DENSE, INCONCLUSIVE, ITERATION, LEVEL, NOT_ENOUGH_SEEDS, OVERALL,
+                                   UNTESTABLE, comparison_table, random_mask_controls, winning_tickets)
 
 META_PREFIX = "lthbench:"
 INDEX_TEMPLATE = "index.html.j2"
 
 
-def finding(judged: pd.DataFrame, frame: pd.DataFrame) -> str:
-    """One sentence per cell of ``judged``: at how many levels the ticket wins and beats each control.
+def finding(table: pd.DataFrame, winners: pd.DataFrame) -> str:
+    """One sentence per cell from its overall verdicts, and at how many levels the ticket is a winning ticket.
 
-    Cells that are a control of another pruner (``control_of`` in ``frame``)
-    are left out: their comparison appears in the cell of the pruner they are
-    a control of ("ticket beats random mask").
+    Control cells (``control_cell``) are left out: their comparison appears in
+    the cell of the pruner they are a control of (``vs random mask``).
     """
-    controls = frame.loc[frame["control_of"].notna(), "cell_id"]
     parts = []
-    for (experiment, pruner), cell in judged[~judged["cell_id"].isin(controls)].groupby(["experiment", "pruner"],
-                                                                                         sort=False):
-        levels = cell["round"].nunique()
-        sparsest = cell["weights_remaining"].min()
-        counts = []
-        comparisons = sorted(cell.groupby("comparison", sort=False), key=lambda item: item[0] != f"vs {DENSE}")
-        for comparison, rows in comparisons:
-            good = "winning ticket" if comparison == f"vs {DENSE}" else f"ticket beats {comparison[3:]}"
-            counts.append(f"{good} at {int((rows['verdict'] == good).sum())}/{levels} levels")
-        parts.append(f"{experiment} · {pruner} (down to {100 * sparsest:.1f}% weights): {', '.join(counts)}")
-    return "; ".join(parts) or "no comparison could be made"
+    for (cell_id, experiment, pruner), cell in table[~table["control_cell"].astype(bool)].groupby(
+            ["cell_id", "experiment", "pruner"], sort=False):
+        overall = cell[cell["scope"] == OVERALL]
+        levels = cell.loc[cell["scope"] == LEVEL, "round"].nunique()
+        if overall.empty:
+            continue
+        first = overall.iloc[0]
+        claims = []
+        for group in sorted(dict.fromkeys(overall["group_b"]), key=lambda name: name == DENSE):
+            rows = {row["metric"]: row for row in overall[overall["group_b"] == group].to_dict("records")}
+            said = [f"{what} {_claim(rows[metric])}" for metric, what in (
+                (ACCURACY, "accuracy"), (ITERATION, "early stop")) if metric in rows]
+            claims.append(f"vs {group}: {', '.join(said)}")
+        marks = winners[(winners["cell_id"] == cell_id) & (winners["scope"] == LEVEL)]
+        claims.append(f"winning ticket at {int(marks['winning_ticket'].sum())}/{levels} levels")
+        span = f"{format_percent(first['level_high'])}–{format_percent(first['level_low'])}% weights"
+        parts.append(f"{experiment} · {pruner} ({span}): {'; '.join(claims)}")
+    return " | ".join(parts) or "no comparison could be made"
+
+
+def _claim(row: dict[str, Any]) -> str:
+    """A verdict with its difference: ``better (+0.42 pt)``; the verdict alone when nothing was tested."""
+    if row["verdict"] in (UNTESTABLE, NOT_ENOUGH_SEEDS):
+        return row["verdict"]
+    return f"{row['verdict']} ({format_difference(row['diff'], row['metric'])} {UNITS[row['metric']]})"
+
+
+def inconclusive_hints(table: pd.DataFrame) -> list[str]:
+    """For each inconclusive overall verdict, and as a count for levels, what the seeds can detect and would need."""
+    lines = []
+    overall = table[(table["scope"] == OVERALL) & (table["verdict"] == INCONCLUSIVE)]
+    for row in overall.to_dict("records"):
+        summary = verdict_summary(row)
+        what = "accuracy" if row["metric"] == ACCURACY else "early stop"
+        lines.append(f"{row['experiment']} · {row['pruner']}: ticket vs {row['group_b']}, {what} over the levels is "
+                     f"inconclusive ({summary['text']}); {summary['hint']}")
+    levels = table[(table["scope"] == LEVEL) & (table["verdict"] == INCONCLUSIVE)]
+    if len(levels):
+        lines.append(f"{len(levels)} per-level verdicts are inconclusive; the report's Table 1 gives for each the "
+                     "detectable difference and the seeds needed")
+    return lines
+
+
+def status_hints(folder: str | Path, settings: Report) -> list[str]:
+    """:func:`inconclusive_hints` of an output folder's finished runs, judged with ``settings``; [] before any run."""
+    if not (Path(folder) / "matrix.json").is_file():
+        return []
+    frame = tidy_frame([read_folder(folder)])
+    return inconclusive_hints(comparison_table(frame, random_mask_controls(frame), settings))
+
+
+def report_settings(folders: list[ResultFolder]) -> Report:
+    """The ``[report]`` settings of the benchmark file recorded in the folders' ``matrix.json`` (defaults when absent).
+
+    Folders that declare different settings cannot share one report: that is a :class:`UserError`.
+    """
+    settings = {}
+    for folder in folders:
+        raw = (folder.matrix.get("config") or {}).get("report", {})
+        settings[str(folder.path)] = parse_report(raw, folder.path / "matrix.json")
+    if len(set(settings.values())) > 1:
+        names = ", ".join(settings)
+        raise UserError(f"{names}: their benchmark files declare different [report] settings; report them separately")
+    return next(iter(settings.values()), Report())
 
 
 def report_command(results: list[str], output: str, csv: str | None, stats_csv: str | None, registry: Registry) -> int:
-    """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs asked for."""
+    """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs asked for.
+
+    It prints the run counts, the files written and, where verdicts are
+    inconclusive, what the seeds can detect (:func:`inconclusive_hints`).
+    """
     if not results:
         raise UserError("no results folder given; pass the output folder of 'lthbench run'")
     destinations = [("-o", output)] + [(option, path) for option, path in (("--csv", csv), ("--stats-csv", stats_csv))
                                        if path is not None]
     _check_destinations(destinations)
     folders = [read_folder(path) for path in results]
+    settings = report_settings(folders)
     frame = tidy_frame(folders)
     controls = random_mask_controls(frame)
-    table = comparison_table(frame, controls)
-    judged = verdicts(table)
-    html = render_report(folders, frame, table, judged=judged, controls=controls,
-                         sections=registry.report_sections(frame, table), finding=finding(judged, frame))
+    table = comparison_table(frame, controls, settings)
+    winners = winning_tickets(table)
+    html = render_report(folders, frame, table, winners=winners, controls=controls, report=settings,
+                         sections=registry.report_sections(frame, table), finding=finding(table, winners))
     writers = {"-o": lambda path: path.write_text(html, encoding="utf-8"),
                "--csv": lambda path: frame[CSV_COLUMNS].to_csv(path, index=False),
                "--stats-csv": lambda path: table.to_csv(path, index=False)}
     written = [_write(option, destination, writers[option]) for option, destination in destinations]
     counts = ", ".join(f"{count} {status}" for status, count in run_counts(frame).items())
     print(f"{counts} runs; wrote {', '.join(written)}")
+    for line in inconclusive_hints(table):
+        print(line)
     return 0
 
 

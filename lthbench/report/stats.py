@@ -1,79 +1,126 @@
-"""Statistics on ticket effects: the ticket against its controls and the dense network, per level.
+"""Statistics on ticket effects: the ticket against its controls and the dense network, with one rule per verdict.
 
-For every cell (experiment, architecture, data set, training, pruner) and
-every pruning round, the ticket (initializer ``original``) is compared with
-each other initializer of the same round and with the dense network (round 0
-of the same cell), on the test accuracy at early stop and on the early-stop
-iteration. A cell whose pruner is a control of pruner ``P`` (its
-``control_of``, from :meth:`lthbench.protocols.Pruner.mimics`, is ``P``; e.g.
-Frankle & Carbin's random pruning: as many weights per layer as ``P``
-removes, at random positions) lends its ticket runs to the cell of the same
-experiment, architecture, data set and training pruned by ``P``: that cell's
-ticket is compared with them as the group ``random mask``, round by round
-(the two cells' levels of weights remaining match by construction), while the
-control cell keeps its own comparisons. Only runs with status ``done`` count.
-Differences are always ``ticket - other``.
+What is compared. For every cell (experiment, architecture, data set,
+training, pruner) and every pruning round, the ticket (initializer
+``original``) is compared with each other initializer of the same round
+(``reinit``, rewind points), with the dense network (round 0 of the same
+cell) and, where the cell has one, with its random mask: a cell whose pruner
+is a control of pruner ``P`` (its ``control_of``, from
+:meth:`lthbench.protocols.Pruner.mimics`, is ``P``; e.g. Frankle & Carbin's
+random pruning, as many weights per layer as ``P`` removes at random
+positions) lends its ticket runs to the cell of the same experiment,
+architecture, data set and training pruned by ``P`` as the group ``random
+mask``, round by round; the control cell keeps its own comparisons. Metrics:
+the test accuracy at early stop (higher is better) and the early-stop
+iteration (lower is better). Differences are always ``ticket - other``. Only
+runs with status ``done`` count. Several runs of one group and seed (draws)
+are averaged within the seed first: the seed is the unit, not the run.
 
-Verdicts, in the paper's terms:
+The primary test. The runs of one seed share θ₀'s seed and the data order,
+and the ticket and its controls at a level share the mask they were pruned
+by (a random mask, the counts per layer), so the groups are paired by seed:
+the test is the paired t-test of the per-seed differences when at least
+:data:`MIN_SEEDS` seeds have both groups (seeds without a partner are left
+out and named in the note), and Welch's t-test of the two groups otherwise.
+The interval is the t interval of that test.
 
-* ``winning ticket``: the ticket's accuracy is not below dense (the 95%
-  Welch confidence interval of ticket - dense accuracy does not lie entirely
-  below 0) and it does not learn later (the interval of ticket - dense
-  early-stop iteration does not lie entirely above 0). Absence of evidence
-  counts for the ticket here, as in Frankle & Carbin's definition
-  ("matches"), so with few seeds the verdict says little: read it with the
-  interval's width.
-* ``ticket beats <control>``: the Holm-adjusted Welch p < 0.05 and the
-  ticket's mean accuracy is higher; ``<control> beats ticket`` when it is
-  lower; otherwise ``no difference from <control>``.
-* ``not enough seeds``: fewer than :data:`MIN_SEEDS` runs in either group.
+Multiplicity. A family is the levels of one comparison on one metric in one
+cell; its size ``m`` is the number of levels tested. Every p-value,
+interval and equivalence test the verdict reads is Bonferroni-adjusted over
+the family (``statsmodels.stats.multitest.multipletests``): the interval has
+confidence 1 - α/m, so the adjusted p is below α exactly when that interval
+excludes 0, and the verdict can never contradict the interval printed beside
+it. Holm's step-down rejects a little more often, but no confidence interval
+agrees with its decisions (the compatible simultaneous intervals of
+Strassburger & Bretz, 2008, shrink to a bound at 0 for every rejected
+level), so a Holm verdict could disagree with any interval shown: Bonferroni
+is used for the test, the interval and the equivalence test alike.
 
-Reported beside the verdicts:
+Verdicts, in this order:
 
-Each comparison also gets a paired t-test over the seeds both groups have
-(``paired_p``, unadjusted): the groups of one seed share θ₀'s seed and the
-data order, so pairing is the more powerful test. It is reported beside
-Welch's test, which the verdicts use.
+* ``not enough seeds``: fewer than :data:`MIN_SEEDS` seeds in a group.
+* ``untestable``: the early-stop iteration of a run of either group is its
+  last evaluation (censored: it was still improving, so its true early stop
+  is unknown), or the differences have no spread (the t-test is undefined).
+* ``equivalent``: two one-sided tests (TOST, ``statsmodels``
+  ``ttost_paired`` / ``ttost_ind``), adjusted like the p-value, show the
+  difference within ± the margin: their counterpart interval (confidence
+  1 - 2α/m) lies inside (-margin, +margin). This comes first: a difference
+  shown to be smaller than the declared margin is one that does not matter,
+  even where the interval also excludes 0 (the note says so).
+* ``better`` / ``worse``: the interval excludes 0 on the side the ticket
+  is better (higher accuracy, earlier stop) or worse.
+* ``inconclusive``: none of these; never read as "no difference". Beside it
+  stands the number of seeds that would detect a difference of one margin
+  with 80% power (:func:`seeds_needed`; an equivalence test at a true
+  difference of 0 needs about as many). Every tested row also has the
+  smallest difference its design detects with 80% power given the observed
+  spread (:func:`detectable_effect` times ``sd_tested``, the SD of the paired
+  differences or the pooled SD of Welch's groups).
 
-Two intervals of each difference are reported. The verdict uses Welch's
-t interval (``ci_t_low``/``ci_t_high``, Welch-Satterthwaite degrees of
-freedom), which keeps its 95% coverage with 3 seeds per group when the
-accuracies are roughly normal. The seeded percentile bootstrap interval
-(``ci_low``/``ci_high``) is reported as well, but with 3 seeds it is far
-too narrow: resampling 3 values cannot show the spread of their mean (in a
-simulation of 3 against 3 draws from one normal distribution it excluded 0
-about 20% of the time, against the nominal 5%).
+Matching dense (Frankle & Carbin's "winning ticket") is a non-inferiority
+test on the rows against the dense network: the ticket's accuracy is not
+lower than dense by more than the accuracy margin, and its early stop not
+later by more than the iteration margin (each the one-sided test of TOST,
+adjusted like the rest). A level gets the winning-ticket mark when both hold;
+a control cell never does: its "ticket" is not a pruned θ₀ ticket.
+
+Across levels: besides the per-level rows, one ``overall`` row per cell,
+comparison and metric tests the mean of the per-level values over the levels
+that ``[report] overall_weights_remaining`` selects (default: every pruned
+level), per seed, with the same test, rule and vocabulary (one test: no
+adjustment). Only seeds with runs at every selected level count there.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
-from lthbench.config.settings import TICKET
+from lthbench.config.settings import TICKET, Report
 from lthbench.run.plan import DENSE
 
 RANDOM_MASK = "random mask"
 ACCURACY = "early_stop_test_accuracy"
 ITERATION = "early_stop_iteration"
 METRICS = (ACCURACY, ITERATION)
+#: +1 where a higher value is better, -1 where lower is.
+DIRECTION = {ACCURACY: 1, ITERATION: -1}
 SETTING_KEYS = ["experiment", "architecture", "dataset", "training"]
 CELL_KEYS = ["cell_id", *SETTING_KEYS, "pruner"]
 MIN_SEEDS = 3
 ALPHA = 0.05
-N_RESAMPLES = 2000
+POWER = 0.8
+#: A default iteration margin is this fraction of the cell's training length.
+ITERATION_MARGIN_FRACTION = 0.1
+BETTER, WORSE, EQUIVALENT, INCONCLUSIVE, UNTESTABLE = "better", "worse", "equivalent", "inconclusive", "untestable"
 NOT_ENOUGH_SEEDS = "not enough seeds"
-NO_VARIANCE = "no variance in either group"
+VERDICTS = (BETTER, WORSE, EQUIVALENT, INCONCLUSIVE, UNTESTABLE, NOT_ENOUGH_SEEDS)
+PAIRED, WELCH = "paired", "Welch"
+LEVEL, OVERALL = "level", "overall"
+ADJUSTMENT = "Bonferroni"
+CENSORED = "early stop censored (a run's lowest validation loss was at its last evaluation)"
+NO_SPREAD = "the differences have no spread: the t-test is undefined"
+WITHIN_MARGIN = "the interval excludes 0, but the difference lies within the margin"
+#: ``lthbench report --stats-csv``: the contract's columns, then the ones that explain them.
 STATS_COLUMNS = [
-    *CELL_KEYS, "round", "weights_remaining", "metric", "group_a", "group_b", "n_a", "n_b",
-    "mean_a", "mean_b", "std_a", "std_b", "diff", "ci_low", "ci_high", "ci_t_low", "ci_t_high", "welch_t", "welch_p",
-    "mannwhitney_u", "mannwhitney_p", "p_holm", "hedges_g", "n_pairs", "paired_p", "note",
+    *CELL_KEYS, "round", "weights_remaining", "metric", "group_a", "group_b", "scope", "n_a", "n_b",
+    "mean_a", "mean_b", "diff", "ci_low", "ci_high", "adjustment", "p_value", "p_adjusted", "margin", "tost_p",
+    "verdict", "detectable_difference", "seeds_needed", "note",
+    "test", "family_size", "confidence", "better_when", "sd_a", "sd_b", "sd_diff", "sd_tested", "hedges_g",
+    "tost_p_unadjusted", "tost_ci_low", "tost_ci_high", "noninferiority_p_unadjusted", "noninferiority_p", "noninferior",
+    "levels", "level_low", "level_high", "control_cell",
 ]
-VERDICT_COLUMNS = [*CELL_KEYS, "round", "weights_remaining", "comparison", "verdict"]
 
 
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,85 +139,157 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     return float(correction * (np.mean(a) - np.mean(b)) / np.sqrt(pooled_var))
 
 
-def holm(p_values: Any) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values of one family; NaN entries stay NaN and are not counted.
-
-    scipy.stats.false_discovery_control offers only Benjamini-Hochberg/Yekutieli
-    and statsmodels is not a dependency, so Holm's (1979) step-down is written
-    here: with the m p-values sorted ascending, p_adj(i) = max_{j<=i} min(1, (m-j+1) p(j)).
-    """
+def adjust(p_values: Any) -> np.ndarray:
+    """Bonferroni-adjusted p-values of one family (``multipletests``); NaN entries stay NaN and are not counted."""
     p = np.asarray(p_values, dtype=float)
     adjusted = np.full_like(p, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    order = valid[np.argsort(p[valid], kind="stable")]
-    scaled = (len(order) - np.arange(len(order))) * p[order]
-    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    valid = ~np.isnan(p)
+    if valid.any():
+        adjusted[valid] = multipletests(p[valid], alpha=ALPHA, method="bonferroni")[1]
     return adjusted
 
 
-def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+@functools.cache
+def detectable_effect(n_a: int, n_b: int, paired: bool, family_size: int) -> float:
+    """The standardized difference the verdict's test finds with 80% power (``statsmodels.stats.power``).
 
-
-def bootstrap_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap CI of ``mean(a) - mean(b)`` (independent resampling, seeded).
-
-    The percentile method is used because BCa's jackknife is unstable with the
-    handful of seeds a benchmark has.
+    The test is the paired t on ``n_a`` differences, or Welch's on groups of
+    ``n_a`` and ``n_b`` (as the pooled t, which ``TTestIndPower`` models),
+    reaching ``better`` or ``worse`` in the true direction: a one-sided test
+    at α/(2m), m = ``family_size``. Its two-sided form adds only the chance of
+    a rejection in the wrong direction, which scipy's noncentral t returns as
+    NaN at these small α. Cached: a report asks for few distinct designs.
     """
-    result = stats.bootstrap(
-        (a, b), _mean_difference, n_resamples=N_RESAMPLES, method="percentile",
-        vectorized=True, rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    alpha = ALPHA / (2 * family_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if paired:
+            effect = TTestPower().solve_power(nobs=n_a, alpha=alpha, power=POWER, alternative="larger")
+        else:
+            effect = TTestIndPower().solve_power(nobs1=n_a, ratio=n_b / n_a, alpha=alpha, power=POWER,
+                                                 alternative="larger")
+    return float(np.squeeze(effect))
 
 
-def compare(a: Any, b: Any, seed: int = 0) -> dict[str, Any]:
-    """Descriptive statistics, Welch's t (with its 95% CI), Mann-Whitney U, Hedges' g and a bootstrap CI of ``a - b``."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    nan = float("nan")
-    row = {
-        "n_a": len(a), "n_b": len(b),
-        "mean_a": np.mean(a) if len(a) else nan, "mean_b": np.mean(b) if len(b) else nan,
-        "std_a": np.std(a, ddof=1) if len(a) > 1 else nan, "std_b": np.std(b, ddof=1) if len(b) > 1 else nan,
-        "welch_t": nan, "welch_p": nan, "mannwhitney_u": nan, "mannwhitney_p": nan,
-        "hedges_g": nan, "ci_low": nan, "ci_high": nan, "ci_t_low": nan, "ci_t_high": nan, "note": "",
+def seeds_needed(effect: float, paired: bool, family_size: int) -> float:
+    """The fewest seeds (per group) whose test finds a standardized difference ``effect`` with 80% power.
+
+    The same test as :func:`detectable_effect`, solved for the number of
+    seeds (``solve_power``) and rounded up, at least :data:`MIN_SEEDS`; NaN
+    when ``effect`` is not positive.
+    """
+    if not effect > 0:
+        return math.nan
+    alpha = ALPHA / (2 * family_size)
+    analysis = TTestPower() if paired else TTestIndPower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = float(np.squeeze(analysis.solve_power(effect_size=effect, alpha=alpha, power=POWER, alternative="larger")))
+    # solve_power's roots are accurate to about 1e-6: an integer solution must not round up to the next seed.
+    return float(max(MIN_SEEDS, math.ceil(n - 1e-3))) if np.isfinite(n) else math.nan
+
+
+def compare_groups(a: pd.Series, b: pd.Series, *, margin: float, family_size: int = 1,
+                    direction: int = 1, censored: bool = False) -> dict[str, Any]:
+    """The test of ``a - b`` (per-seed values, indexed by seed) for a family of ``family_size`` tests, before adjustment.
+
+    Paired by seed where :data:`MIN_SEEDS` seeds have both groups, Welch
+    otherwise. The row has the unadjusted p-values of the test, of TOST with
+    ± ``margin`` and of the non-inferiority side of TOST (``direction``: +1
+    where higher values are better, -1 where lower), the intervals at the
+    family's confidence, and the detectable difference; its ``verdict`` is set only when
+    no test applies (``not enough seeds``, or ``untestable`` when
+    ``censored`` or without spread); :func:`judge` decides the others.
+    """
+    x, y, paired, dropped = _align(a, b)
+    nan = math.nan
+    row: dict[str, Any] = {
+        "test": PAIRED if paired else WELCH, "n_a": len(x), "n_b": len(y), "family_size": family_size,
+        "mean_a": x.mean() if len(x) else nan, "mean_b": y.mean() if len(y) else nan,
+        "sd_a": x.std(ddof=1) if len(x) > 1 else nan, "sd_b": y.std(ddof=1) if len(y) > 1 else nan,
+        "sd_diff": (x - y).std(ddof=1) if paired else nan, "margin": margin,
+        "better_when": "higher" if direction > 0 else "lower",
+        "adjustment": f"{ADJUSTMENT} over {family_size}" if family_size > 1 else "none (one test)",
+        "confidence": 1 - ALPHA / family_size, "verdict": "",
     }
     row["diff"] = row["mean_a"] - row["mean_b"]
-    if min(len(a), len(b)) < MIN_SEEDS:
-        return {**row, "note": NOT_ENOUGH_SEEDS}
-    row["ci_low"], row["ci_high"] = bootstrap_ci(a, b, seed)
-    row["hedges_g"] = hedges_g(a, b)
-    mannwhitney = stats.mannwhitneyu(a, b, alternative="two-sided")
-    row["mannwhitney_u"], row["mannwhitney_p"] = float(mannwhitney.statistic), float(mannwhitney.pvalue)
-    if np.ptp(a) == 0 and np.ptp(b) == 0:  # Welch's t is undefined without variance; the difference is exact
-        return {**row, "ci_t_low": row["diff"], "ci_t_high": row["diff"], "note": NO_VARIANCE}
+    notes = [f"seeds without a partner left out: {', '.join(map(str, dropped))}"] if dropped else []
+    untested = _untested(x, y, paired, censored)
+    if untested:
+        verdict, reason = untested
+        return {**row, "verdict": verdict, "note": "; ".join(filter(None, [reason, *notes]))}
     with warnings.catch_warnings():
-        # One group with identical values (e.g. every seed stopping at the same evaluation
-        # step) makes scipy warn about precision loss; Welch's t is still well defined.
+        # One group of identical values (every seed stopping at the same evaluation) makes scipy
+        # warn about precision loss; the tests are still well defined.
         warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-        welch = stats.ttest_ind(a, b, equal_var=False)
-    row["welch_t"], row["welch_p"] = float(welch.statistic), float(welch.pvalue)
-    interval = welch.confidence_interval(1 - ALPHA)
-    row["ci_t_low"], row["ci_t_high"] = float(interval.low), float(interval.high)
-    return row
+        test = stats.ttest_rel(x, y) if paired else stats.ttest_ind(x, y, equal_var=False)
+        tost = ttost_paired(x, y, -margin, margin) if paired else ttost_ind(x, y, -margin, margin, usevar="unequal")
+    interval = test.confidence_interval(row["confidence"])
+    counterpart = test.confidence_interval(1 - 2 * ALPHA / family_size)
+    lower_p, upper_p = float(tost[1][1]), float(tost[2][1])  # H0: diff <= -margin; H0: diff >= +margin
+    pooled = math.sqrt(((len(x) - 1) * row["sd_a"] ** 2 + (len(y) - 1) * row["sd_b"] ** 2) / (len(x) + len(y) - 2))
+    sd = row["sd_diff"] if paired else pooled
+    return {
+        **row, "note": "; ".join(notes), "hedges_g": hedges_g(x, y),
+        "ci_low": float(interval.low), "ci_high": float(interval.high), "p_value": float(test.pvalue),
+        "tost_p_unadjusted": float(tost[0]), "tost_ci_low": float(counterpart.low),
+        "tost_ci_high": float(counterpart.high),
+        "noninferiority_p_unadjusted": lower_p if direction > 0 else upper_p,
+        "sd_tested": sd, "detectable_difference": detectable_effect(len(x), len(y), paired, family_size) * sd,
+    }
 
 
-def paired_t(a: pd.Series, b: pd.Series) -> tuple[int, float]:
-    """Pairs and two-sided paired t-test p of ``a - b`` over the seeds (index) both have; NaN below 3 pairs.
-
-    Ticket, controls and dense network of one seed share θ₀'s seed and the
-    data order, so pairing them by seed removes the seed-to-seed spread that
-    Welch's test has to carry. NaN too when every pair differs by the same
-    amount (no variance).
-    """
-    if a.index.has_duplicates or b.index.has_duplicates:
-        return 0, float("nan")
+def _align(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray, bool, list[Any]]:
+    """The two samples as tested: the seeds both have when they are enough to pair (and the seeds left out), else all."""
     seeds = a.index.intersection(b.index)
-    d = np.asarray(a[seeds], dtype=float) - np.asarray(b[seeds], dtype=float)
-    if len(d) < MIN_SEEDS or np.ptp(d) == 0:
-        return len(d), float("nan")
-    return len(d), float(stats.ttest_rel(a[seeds], b[seeds]).pvalue)
+    if len(seeds) >= MIN_SEEDS:
+        return (np.asarray(a[seeds], dtype=float), np.asarray(b[seeds], dtype=float), True,
+                sorted(set(a.index) ^ set(b.index)))
+    return np.asarray(a, dtype=float), np.asarray(b, dtype=float), False, []
+
+
+def _untested(x: np.ndarray, y: np.ndarray, paired: bool, censored: bool) -> tuple[str, str] | None:
+    """``(verdict, reason)`` when no test applies to these samples, else None."""
+    if min(len(x), len(y)) < MIN_SEEDS:
+        return NOT_ENOUGH_SEEDS, ""
+    if censored:
+        return UNTESTABLE, CENSORED
+    if (np.ptp(x - y) if paired else max(np.ptp(x), np.ptp(y))) == 0:
+        return UNTESTABLE, NO_SPREAD
+    return None
+
+
+def judge(table: pd.DataFrame) -> pd.DataFrame:
+    """Adjust each family's p-values (:func:`adjust`) and give every tested row its verdict.
+
+    A family is the rows of one cell, metric, comparison and scope. The
+    verdict reads the row's own interval (``ci_low``/``ci_high``, already at
+    the family's confidence) and its adjusted TOST p; ``noninferior`` is
+    the adjusted non-inferiority p below α. Inconclusive rows get ``seeds_needed``.
+    """
+    table = table.copy()
+    families = table.groupby([*CELL_KEYS, "metric", "group_b", "scope"], sort=False, dropna=False)
+    for raw, adjusted in (("p_value", "p_adjusted"), ("tost_p_unadjusted", "tost_p"),
+                          ("noninferiority_p_unadjusted", "noninferiority_p")):
+        table[adjusted] = families[raw].transform(adjust)
+    tested = table["verdict"] == ""
+    table["noninferior"] = (table["noninferiority_p"] < ALPHA).where(tested, None)
+    sign = table["metric"].map(DIRECTION)
+    excludes_zero = (table["ci_low"] > 0) | (table["ci_high"] < 0)
+    ticket_side = np.where(table["ci_low"] > 0, 1, -1) == sign
+    equivalent = table["tost_p"] < ALPHA
+    decided = np.select([equivalent, excludes_zero & ticket_side, excludes_zero], [EQUIVALENT, BETTER, WORSE],
+                        INCONCLUSIVE)
+    table["verdict"] = table["verdict"].where(~tested, decided)
+    within = tested & equivalent & excludes_zero
+    table.loc[within, "note"] = [f"{WITHIN_MARGIN}; {note}" if note else WITHIN_MARGIN
+                                 for note in table.loc[within, "note"]]
+    undecided = table.index[table["verdict"] == INCONCLUSIVE]
+    table.loc[undecided, "seeds_needed"] = [
+        seeds_needed(row.margin / row.sd_tested, row.test == PAIRED, row.family_size)
+        for row in table.loc[undecided].itertuples()
+    ]
+    return table
 
 
 def random_mask_controls(frame: pd.DataFrame) -> dict[Any, Any]:
@@ -197,72 +316,117 @@ def random_mask_runs(frame: pd.DataFrame, control: Any) -> pd.DataFrame:
     return frame[(frame["cell_id"] == control) & (frame["initializer"] == TICKET) & (frame["round"] > 0)]
 
 
-def comparison_table(frame: pd.DataFrame, controls: dict[Any, Any], seed: int = 0) -> pd.DataFrame:
-    """Every comparison (see the module docstring) as one row of :data:`STATS_COLUMNS`.
+def _per_seed(runs: pd.DataFrame, metric: str) -> tuple[dict[Any, pd.Series], dict[Any, bool]]:
+    """By round: the metric per seed (draws of one seed averaged), and whether any of those runs is censored."""
+    valid = runs[runs[metric].notna()]
+    censored = (valid["early_stop_iteration"] >= valid["iterations"]) & (metric == ITERATION)
+    means = valid.groupby(["round", "seed"])[metric].mean()
+    by_round = {round_: series.droplevel("round") for round_, series in means.groupby(level="round")}
+    return by_round, censored.groupby(valid["round"]).any().to_dict()
 
-    ``controls`` is :func:`random_mask_controls` of ``frame``. ``p_holm``
-    adjusts ``welch_p`` within each family: one cell, metric and comparison,
-    across its pruning rounds.
-    """
+
+def _margin(metric: str, cell: pd.DataFrame, report: Report) -> float:
+    """The metric's margin: the declared one, or for iterations a tenth of the cell's training length."""
+    if metric == ACCURACY:
+        return report.accuracy_margin
+    if report.iteration_margin is not None:
+        return float(report.iteration_margin)
+    return ITERATION_MARGIN_FRACTION * float(cell["iterations"].max())
+
+
+def _groups(done: pd.DataFrame, cell: pd.DataFrame, control: Any) -> dict[str, pd.DataFrame]:
+    """The runs of every group the cell's ticket is compared with: dense, the other initializers, its random mask."""
+    pruned = cell[cell["round"] > 0]
+    groups = {DENSE: cell[cell["round"] == 0]}
+    groups.update({name: runs for name, runs in pruned.groupby("initializer", sort=False) if name != TICKET})
+    if control is not None:
+        groups[RANDOM_MASK] = random_mask_runs(done, control)
+    return groups
+
+
+def _samples(frame: pd.DataFrame, controls: dict[Any, Any], report: Report) -> Iterator[dict[str, Any]]:
+    """Every comparison before its test: where it is, its two per-seed series and whether either is censored."""
     done = frame[frame["status"] == "done"]
-    rows = []
+    control_cells = set(frame.loc[frame["control_of"].notna(), "cell_id"])
+    low, high = report.overall_weights_remaining
     for keys, cell in done.groupby(CELL_KEYS, sort=False, dropna=False):
-        dense = cell[cell["round"] == 0]
-        control = controls.get(keys[0])
-        random_mask = random_mask_runs(done, control)
-        for round_, level in cell[cell["round"] > 0].groupby("round"):
-            ticket = level[level["initializer"] == TICKET]
-            if ticket.empty:
-                continue
-            others = [name for name in level["initializer"].unique() if name != TICKET]
-            groups = [(name, level[level["initializer"] == name]) for name in others] + [(DENSE, dense)]
-            if control is not None:
-                groups.append((RANDOM_MASK, random_mask[random_mask["round"] == round_]))
-            level_of = level["weights_remaining"].mean()
-            where = {**dict(zip(CELL_KEYS, keys)), "round": round_, "weights_remaining": level_of}
+        ticket = cell[(cell["round"] > 0) & (cell["initializer"] == TICKET)]
+        levels = ticket.groupby("round")["weights_remaining"].mean()
+        pooled = levels[(levels >= low) & (levels <= high)]
+        where = {**dict(zip(CELL_KEYS, keys)), "group_a": TICKET, "control_cell": keys[0] in control_cells}
+        for name, other in _groups(done, cell, controls.get(keys[0])).items():
             for metric in METRICS:
-                for name, other in groups:
-                    result = compare(ticket[metric].dropna(), other[metric].dropna(), seed)
-                    result["n_pairs"], result["paired_p"] = paired_t(ticket.set_index("seed")[metric].dropna(),
-                                                                     other.set_index("seed")[metric].dropna())
-                    rows.append({**where, "metric": metric, "group_a": TICKET, "group_b": name, **result})
-    table = pd.DataFrame(rows, columns=STATS_COLUMNS)
-    families = table.groupby([*CELL_KEYS, "metric", "group_b"], sort=False, dropna=False)["welch_p"]
-    table["p_holm"] = families.transform(holm)
-    return table
+                common = {**where, "metric": metric, "group_b": name, "margin": _margin(metric, cell, report)}
+                (a_by, a_censored), (b_by, b_censored) = _per_seed(ticket, metric), _per_seed(other, metric)
+                empty = pd.Series(dtype=float)
+                by_level = {}
+                for round_, level in levels.items():
+                    b_round = 0 if name == DENSE else round_
+                    sample = (a_by.get(round_, empty), b_by.get(b_round, empty),
+                              a_censored.get(round_, False) or b_censored.get(b_round, False))
+                    by_level[round_] = sample
+                    yield {**common, "scope": LEVEL, "round": round_, "weights_remaining": level, "a": sample[0],
+                           "b": sample[1], "censored": sample[2], "levels": 1, "level_low": level, "level_high": level}
+                if not pooled.empty:
+                    chosen = [by_level[round_] for round_ in pooled.index]
+                    yield {**common, "scope": OVERALL, "round": math.nan, "weights_remaining": math.nan,
+                           "a": _level_mean([a for a, _, _ in chosen]), "b": _level_mean([b for _, b, _ in chosen]),
+                           "censored": any(censored for _, _, censored in chosen), "levels": len(chosen),
+                           "level_low": float(pooled.min()), "level_high": float(pooled.max())}
 
 
-def _dense_verdict(accuracy: pd.Series, iteration: pd.Series) -> str:
-    """``winning ticket`` unless the Welch intervals show lower accuracy or later learning than dense."""
-    if NOT_ENOUGH_SEEDS in (accuracy["note"], iteration["note"]):
-        return NOT_ENOUGH_SEEDS
-    failures = []
-    if accuracy["ci_t_high"] < 0:
-        failures.append("lower accuracy")
-    if iteration["ci_t_low"] > 0:
-        failures.append("learns later")
-    return "not a winning ticket: " + " and ".join(failures) if failures else "winning ticket"
+def _level_mean(series: list[pd.Series]) -> pd.Series:
+    """Per seed, the mean over levels of per-seed values; only seeds present at every level."""
+    return pd.concat(series, axis=1).dropna().mean(axis=1)
 
 
-def _control_verdict(accuracy: pd.Series) -> str:
-    """Whether the ticket's accuracy beats, trails or matches one control's."""
-    control = accuracy["group_b"]
-    if pd.isna(accuracy["p_holm"]):
-        return accuracy["note"] or NOT_ENOUGH_SEEDS
-    if accuracy["p_holm"] >= ALPHA:
-        return f"no difference from {control}"
-    return f"ticket beats {control}" if accuracy["diff"] > 0 else f"{control} beats ticket"
+def comparison_table(frame: pd.DataFrame, controls: dict[Any, Any], report: Report | None = None) -> pd.DataFrame:
+    """Every comparison (see the module docstring) as one row of :data:`STATS_COLUMNS`, its verdict included.
 
-
-def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """One verdict per cell, round and comparison (``vs dense``, ``vs <control>``)."""
+    ``controls`` is :func:`random_mask_controls` of ``frame``; ``report`` the
+    ``[report]`` settings (defaults when None). The level rows of one cell,
+    metric and comparison form a family whose size is the number of them
+    that are tested; each overall row is a family of one.
+    """
+    report = report or Report()
+    samples = list(_samples(frame, controls, report))
+    families = [(*(s[key] for key in CELL_KEYS), s["metric"], s["group_b"], s["scope"]) for s in samples]
+    sizes: dict[tuple, int] = {}
+    for family, sample in zip(families, samples):
+        x, y, paired, _ = _align(sample["a"], sample["b"])
+        sizes[family] = sizes.get(family, 0) + (_untested(x, y, paired, sample["censored"]) is None)
     rows = []
-    for keys, level in table.groupby([*CELL_KEYS, "round"], sort=False, dropna=False):
-        by = {(row["metric"], row["group_b"]): row for _, row in level.iterrows()}
-        where = {**dict(zip([*CELL_KEYS, "round"], keys)), "weights_remaining": level["weights_remaining"].iloc[0]}
-        for (metric, group), row in by.items():
-            if metric != ACCURACY:
-                continue
-            verdict = _dense_verdict(row, by[(ITERATION, DENSE)]) if group == DENSE else _control_verdict(row)
-            rows.append({**where, "comparison": f"vs {group}", "verdict": verdict})
-    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    for family, sample in zip(families, samples):
+        result = compare_groups(sample["a"], sample["b"], margin=sample["margin"], family_size=max(sizes[family], 1),
+                                direction=DIRECTION[sample["metric"]], censored=sample["censored"])
+        rows.append({**{k: v for k, v in sample.items() if k not in ("a", "b", "censored")}, **result})
+    table = pd.DataFrame(rows, columns=STATS_COLUMNS).astype({"round": "Int64", "n_a": int, "n_b": int,
+                                                              "family_size": int, "levels": int})
+    return judge(table)
+
+
+def winning_tickets(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and level (and overall), whether the ticket matches dense: non-inferior in accuracy and early stop.
+
+    Columns ``cell_id``, ``scope``, ``round``, ``winning_ticket`` (bool;
+    always False for a control cell) and ``reason`` (why not, "" when it is).
+    """
+    dense = table[table["group_b"] == DENSE]
+    rows = []
+    for (cell_id, scope, round_), level in dense.groupby(["cell_id", "scope", "round"], sort=False, dropna=False):
+        by_metric = level.set_index("metric")
+        reasons = []
+        for metric, what in ((ACCURACY, "accuracy not shown within the margin below dense"),
+                             (ITERATION, "early stop not shown within the margin after dense")):
+            row = by_metric.loc[metric] if metric in by_metric.index else None
+            if row is None or row["verdict"] in (NOT_ENOUGH_SEEDS, UNTESTABLE):
+                reasons.append(f"{'accuracy' if metric == ACCURACY else 'early stop'}: "
+                               f"{'no runs' if row is None else row['verdict']}")
+            elif not row["noninferior"]:
+                reasons.append(what)
+        control = bool(level["control_cell"].iloc[0])
+        if control:
+            reasons = ["a control cell has no ticket of its own"]
+        rows.append({"cell_id": cell_id, "scope": scope, "round": round_, "winning_ticket": not reasons,
+                     "reason": "; ".join(reasons)})
+    return pd.DataFrame(rows, columns=["cell_id", "scope", "round", "winning_ticket", "reason"])

@@ -72,8 +72,9 @@ def _outcome(initializer: str, seed: int, round_: int, pruner_index: int, random
     """Early-stop iteration and test accuracy: the ticket improves with each round; reinit and a random mask degrade."""
     if initializer == "dense":  # shared by every cell, so independent of the pruner
         return 3000 + 100 * (seed % 3), 0.970 + 0.002 * math.sin(7 * seed)
-    noise = 0.002 * math.sin(7 * seed + 3 * round_ + pruner_index)
-    jitter = 100 * ((seed + round_) % 3)
+    phase = INITIALIZERS.index(initializer)  # so that the differences between initializers vary by seed
+    noise = 0.002 * math.sin(7 * seed + 3 * round_ + pruner_index + 2 * phase)
+    jitter = 100 * ((seed * (1 + 2 * phase) + round_) % 3)
     if initializer == "original" and random_mask:
         return 3000 + 200 * round_ + jitter, 0.970 - 0.010 * round_ + noise
     if initializer == "original":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 
 from lthbench.cli import main
+from lthbench.report.html import format_difference
 from lthbench.report.publish import finding, report_command, report_metadata, write_index
-from lthbench.report.results import read_folder, tidy_frame
-from lthbench.report.stats import comparison_table, random_mask_controls, verdicts
+from lthbench.report.results import RESULT_COLUMNS, read_folder, tidy_frame
+from lthbench.report.stats import comparison_table, random_mask_controls, winning_tickets
 from helpers.synthetic_results import write_synthetic_results
+from helpers.tiny_matrix import write_matrix
 
 
 class NoSections:
@@ -16,28 +18,31 @@ class NoSections:
         return []
 
 
-def test_finding_counts_levels_per_cell():
-    judged = pd.DataFrame([
-        {"cell_id": "c1", "experiment": "lenet", "pruner": "lw", "round": r, "weights_remaining": w,
-         "comparison": c, "verdict": v}
-        for r, w in ((1, 0.8), (2, 0.64))
-        for c, v in (("vs dense", "winning ticket" if r == 1 else "not a winning ticket: lower accuracy"),
-                     ("vs reinit", "ticket beats reinit"))
-    ])
-    frame = pd.DataFrame({"cell_id": ["c1", "c2"], "control_of": [None, "lw"]})
-    assert finding(judged, frame) == ("lenet · lw (down to 64.0% weights): winning ticket at 1/2 levels, "
-                                      "ticket beats reinit at 2/2 levels")
-    assert finding(judged.iloc[0:0], frame) == "no comparison could be made"
-    # a random-mask control cell is reported through the cell it mimics, not as a cell of its own
-    control = judged.assign(cell_id="c2", pruner="random(like=lw)")
-    assert finding(pd.concat([judged, control]), frame) == finding(judged, frame)
+def _synthetic_table(tmp_path, **options):
+    frame = tidy_frame([read_folder(write_synthetic_results(tmp_path / "results", **options))])
+    table = comparison_table(frame, random_mask_controls(frame))
+    return table, winning_tickets(table)
 
 
-def test_finding_counts_the_levels_where_the_ticket_beats_its_random_mask(tmp_path):
-    frame = tidy_frame([read_folder(write_synthetic_results(tmp_path / "results", random_control="random"))])
-    assert ("lenet · layerwise_magnitude (down to 51.3% weights): winning ticket at 3/3 levels, "
-            "ticket beats reinit at 2/3 levels, ticket beats random mask at 3/3 levels;") in finding(
-        verdicts(comparison_table(frame, random_mask_controls(frame))), frame)
+def test_finding_states_each_cells_overall_verdicts_and_winning_levels(tmp_path):
+    table, winners = _synthetic_table(tmp_path, random_control="random")
+    text = finding(table, winners)
+    overall = table[(table["scope"] == "overall") & (table["pruner"] == "layerwise_magnitude")]
+    accuracy = overall[overall["metric"] == "early_stop_test_accuracy"].set_index("group_b")
+    marks = winners[(winners["scope"] == "level") & (winners["cell_id"] == accuracy["cell_id"].iloc[0])]
+    assert text.startswith("lenet · layerwise_magnitude (80–51.3% weights): vs reinit: accuracy ")
+    assert (f"vs random mask: accuracy {accuracy.loc['random mask', 'verdict']} "
+            f"({format_difference(accuracy.loc['random mask', 'diff'], 'early_stop_test_accuracy')} pt)") in text
+    assert f"winning ticket at {int(marks['winning_ticket'].sum())}/3 levels" in text
+    assert "lenet · global_magnitude (80–51.3% weights)" in text
+    assert "random (" not in text  # the control cell speaks through the cell it controls
+    assert "no difference" not in text
+
+
+def test_finding_without_comparisons():
+    assert finding(comparison_table(pd.DataFrame(columns=[*RESULT_COLUMNS]), {}),
+                   winning_tickets(comparison_table(pd.DataFrame(columns=[*RESULT_COLUMNS]), {}))) == (
+        "no comparison could be made")
 
 
 def test_index_lists_each_report_with_its_metadata(tmp_path, capsys):
@@ -47,9 +52,23 @@ def test_index_lists_each_report_with_its_metadata(tmp_path, capsys):
     meta = report_metadata(reports / "synthetic.html")
     assert meta["name"] == "synthetic" and meta["device"] and meta["date"]
     assert "<b>x</b> · layerwise_magnitude" in meta["finding"] and "winning ticket at" in meta["finding"]
+    assert "vs reinit: accuracy" in meta["finding"]
     (reports / "notes.html").write_text("<html><title>not a report</title></html>")
     assert main(["index", str(reports)]) == 0
     index = (reports / "index.html").read_text()
     assert 'href="synthetic.html"' in index and "notes.html" not in index
     assert "&lt;b&gt;x&lt;/b&gt;" in index and "<b>x</b>" not in index
     assert write_index(reports) == reports / "index.html"
+
+
+def test_status_prints_what_inconclusive_verdicts_would_need(tmp_path, capsys):
+    results = write_synthetic_results(tmp_path / "results", seeds=(0, 1, 2, 3))
+    path = write_matrix(tmp_path, output=results)
+    assert main(["status", str(path)]) == 0
+    out = capsys.readouterr().out
+    table = comparison_table(tidy_frame([read_folder(results)]), {})
+    levels = int(((table["scope"] == "level") & (table["verdict"] == "inconclusive")).sum())
+    assert levels and f"{levels} per-level verdicts are inconclusive" in out
+    (tmp_path / "fresh").mkdir()
+    assert main(["status", str(write_matrix(tmp_path / "fresh"))]) == 0
+    assert "inconclusive" not in capsys.readouterr().out  # nothing has run there yet

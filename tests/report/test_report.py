@@ -18,10 +18,11 @@ from helpers.synthetic_results import FAILURE, write_synthetic_results
 
 from lthbench.errors import UserError
 from lthbench.report.figures import metric_figure
-from lthbench.report.html import censoring_note, format_p, format_value
+from lthbench.report.html import (censoring_note, format_difference, format_margin, format_p, format_value,
+                                  verdict_class, verdict_summary)
 from lthbench.report.publish import report_command
 from lthbench.report.results import read_folder, tidy_frame
-from lthbench.report.stats import ACCURACY, ITERATION
+from lthbench.report.stats import ACCURACY, ITERATION, VERDICTS
 
 INJECTED = "lenet <script>document.title='pwned'</script>"
 CHROMIUM = "/usr/bin/chromium"
@@ -29,10 +30,13 @@ REQUIRED_CSV = [
     "experiment", "architecture", "dataset", "pruner", "initializer", "seed", "round", "weights_remaining",
     "early_stop_iteration", "early_stop_test_accuracy", "final_test_accuracy", "status",
 ]
-REQUIRED_STATS_CSV = [
-    "experiment", "pruner", "weights_remaining", "metric", "group_a", "group_b", "n_a", "n_b", "mean_a", "mean_b",
-    "diff", "ci_low", "ci_high", "ci_t_low", "ci_t_high", "paired_p", "welch_p", "mannwhitney_p", "p_holm", "hedges_g",
+#: The contract of ``lthbench report --stats-csv``: these columns first, in this order.
+STATS_CSV_CONTRACT = [
+    "cell_id", "experiment", "architecture", "dataset", "training", "pruner", "round", "weights_remaining", "metric",
+    "group_a", "group_b", "scope", "n_a", "n_b", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "adjustment",
+    "p_value", "p_adjusted", "margin", "tost_p", "verdict", "detectable_difference", "seeds_needed", "note",
 ]
+GOLDEN_STORE = Path(__file__).parents[1] / "golden" / "store"
 
 
 class SectionPlugin:
@@ -136,19 +140,40 @@ def test_plugin_section_html_is_inserted_and_its_title_escaped(report):
 
 def test_report_shows_verdicts_and_figures(report):
     html = report["html"]
-    assert "ticket beats reinit" in html and "winning ticket" in html
-    assert html.count("<svg") == 8  # four figures for each of the two cells
+    assert '<span class="verdict good">better</span>' in html and '<span class="verdict good">winning ticket</span>' in html
+    assert "no difference" not in html
+    assert html.count("<svg") == 10  # five figures for each of the two cells
+
+
+def test_every_verdict_in_the_html_shows_the_numbers_of_the_stats_csv(report):
+    """Table 1 and the overall lines print each verdict with the difference and interval of its CSV row."""
+    html = report["html"]
+    stats = pd.read_csv(report["stats.csv"], keep_default_na=False, na_values=[""])
+    assert len(stats) > 0
+    for row in stats.to_dict("records"):
+        summary = verdict_summary(row)
+        shown = (f'<span class="verdict {verdict_class(row["verdict"])}">{row["verdict"]}</span><br>'
+                 f'<span class="num">{summary["text"]}</span>')
+        if row["scope"] == "overall":
+            shown = f'<span class="verdict {verdict_class(row["verdict"])}">{row["verdict"]}</span>, {summary["text"]}'
+        assert shown in html, row
+        if not pd.isna(row["ci_low"]):
+            assert f'{format_difference(row["ci_low"], row["metric"])}, ' in summary["text"]
+            assert summary["method"] in html
 
 
 def test_report_shows_the_random_mask_control_in_the_reference_cell(tmp_path, capsys):
     results = write_synthetic_results(tmp_path / "results", random_control="random")
     assert report_command([str(results)], str(tmp_path / "r.html"), None, None, SectionPlugin()) == 0
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert html.count("<th>Ticket vs random mask</th>") == 1  # the layerwise_magnitude cell only
-    assert html.count('<span class="verdict good">ticket beats random mask</span>') == 3
-    assert html.count("<td>random mask</td>") == 6  # three levels in each metric's statistics table
-    assert html.count("<svg") == 12
+    assert html.count('<th colspan="2">Ticket vs random mask</th>') == 1  # the layerwise_magnitude cell only
+    assert html.count("<td>random mask</td>") == 8  # three levels and the overall row in each metric's table
+    assert html.count("<svg") == 15
     assert html.count(">random mask</text>") == 2  # legend of its accuracy and early-stop figures
+    assert html.count(">vs random mask</text>") == 1  # legend of the differences figure
+    # the random cell is a control: its table has no winning-ticket column, the two others have one
+    assert html.count("<th rowspan=\"2\">Winning ticket</th>") == 2
+    assert "a control cell (no winning-ticket mark)" in html
 
 
 def test_runs_still_improving_at_the_end_are_flagged_as_censored(tmp_path):
@@ -209,10 +234,60 @@ def test_csv_has_the_documented_columns(report):
     assert len(runs) == 42  # 2 cells x 3 seeds x (dense + 3 rounds x 2 initializers)
 
 
-def test_stats_csv_has_the_documented_columns(report):
+def test_stats_csv_has_the_contracts_columns_and_vocabulary(report):
     stats = pd.read_csv(report["stats.csv"])
-    assert set(REQUIRED_STATS_CSV) <= set(stats.columns)
+    assert list(stats.columns[:len(STATS_CSV_CONTRACT)]) == STATS_CSV_CONTRACT
     assert set(stats["metric"]) == {"early_stop_test_accuracy", "early_stop_iteration"}
+    assert set(stats["scope"]) == {"level", "overall"} and set(stats["group_a"]) == {"original"}
+    assert set(stats["group_b"]) == {"reinit", "dense"}
+    assert set(stats["verdict"]) <= set(VERDICTS)
+    overall = stats[stats["scope"] == "overall"]
+    assert len(overall) == 2 * 2 * 2 and overall["round"].isna().all()  # cells x comparisons x metrics
+
+
+def test_a_store_of_the_previous_release_is_still_reported(tmp_path, capsys):
+    store = shutil.copytree(GOLDEN_STORE, tmp_path / "store")
+    assert report_command([str(store)], str(tmp_path / "r.html"), None, str(tmp_path / "s.csv"), SectionPlugin()) == 0
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    stats = pd.read_csv(tmp_path / "s.csv")
+    assert set(stats["verdict"]) == {"not enough seeds"}  # two seeds
+    assert html.count('<span class="verdict muted">not enough seeds</span>') >= len(stats)
+
+
+def test_the_report_reads_its_margins_from_the_benchmark_files_report_table(tmp_path, capsys):
+    results = write_synthetic_results(tmp_path / "results")
+    matrix = json.loads((results / "matrix.json").read_text())
+    matrix["config"]["report"] = {"accuracy_margin": 0.02, "iteration_margin": 300}
+    (results / "matrix.json").write_text(json.dumps(matrix))
+    assert report_command([str(results)], str(tmp_path / "r.html"), None, str(tmp_path / "s.csv"), SectionPlugin()) == 0
+    stats = pd.read_csv(tmp_path / "s.csv")
+    assert set(stats.loc[stats["metric"] == "early_stop_test_accuracy", "margin"]) == {0.02}
+    assert set(stats.loc[stats["metric"] == "early_stop_iteration", "margin"]) == {300}
+    assert "accuracy ±2.00 pt, early stop ±300 iterations" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_a_bad_report_table_in_the_stored_config_is_one_user_error(tmp_path):
+    results = write_synthetic_results(tmp_path / "results")
+    matrix = json.loads((results / "matrix.json").read_text())
+    matrix["config"]["report"] = {"accuracy_margin": 5}
+    (results / "matrix.json").write_text(json.dumps(matrix))
+    with pytest.raises(UserError, match=r"matrix\.json: report: accuracy_margin = 5.0 is not allowed; it must be a "
+                                        r"fraction in \(0, 1\)"):
+        report_command([str(results)], str(tmp_path / "r.html"), None, None, SectionPlugin())
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_the_report_prints_what_inconclusive_verdicts_would_need(tmp_path, capsys):
+    results = write_synthetic_results(tmp_path / "results", seeds=(0, 1, 2, 3))
+    assert report_command([str(results)], str(tmp_path / "r.html"), None, str(tmp_path / "s.csv"), SectionPlugin()) == 0
+    stats = pd.read_csv(tmp_path / "s.csv")
+    out = capsys.readouterr().out
+    inconclusive = stats[stats["verdict"] == "inconclusive"]
+    assert len(inconclusive) and inconclusive["seeds_needed"].notna().all()
+    levels = (inconclusive["scope"] == "level").sum()
+    assert f"{levels} per-level verdicts are inconclusive" in out if levels else "per-level" not in out
+    for row in inconclusive[inconclusive["scope"] == "overall"].to_dict("records"):
+        assert f"would detect {format_margin(row['margin'], row['metric'])}" in out
 
 
 # ---------------------------------------------------------------- a real browser
