@@ -14,12 +14,12 @@ from lthbench.errors import ConfigError, PluginError, UserError, suggest
 from lthbench.registry import Registry
 from lthbench.run.plan import rewind_iteration
 from lthbench.config.devices import DEVICE_CHOICES, is_device
-from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Schedule, Training
+from lthbench.config.settings import TICKET, Benchmark, Cell, Execution, PluginRef, Schedule, Training
 
 BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
-TOP_KEYS = {"benchmark", "defaults", "experiment"}
+TOP_KEYS = {"benchmark", "defaults", "experiment", "execution"}
 
 
 class _Source:
@@ -264,7 +264,9 @@ def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
             raise src.error(f"{where}.name", f"{name!r} is used by an earlier experiment; names must be unique")
         seen_names.add(name)
         cells.extend(_experiment_cells(_merge(defaults, exp), f"{where}({name})", src, registry))
-    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, **settings)
+    execution_table = _require_table(raw.get("execution", {}), "execution", src)
+    execution = build_dataclass(Execution, execution_table, "execution", src)
+    return Benchmark(cells=tuple(cells), source=str(path), execution=execution, raw=raw, **settings)
 
 
 def load_benchmark(path: str | Path, registry: Registry) -> Benchmark:
