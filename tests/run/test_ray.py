@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import tiny_matrix
 from helpers.processes import comparable_records, kill_when, lthbench_run
@@ -34,7 +35,7 @@ STOP_GRACE = 5
 
 def write_matrix(folder: Path, execution: str = "") -> Path:
     """Two seeds, a dense run and one pruned round each: four runs in two chains that can run side by side."""
-    path = tiny_matrix.write_matrix(folder, name="ray", seeds=(0, 1), rounds=1, iterations=200)
+    path = tiny_matrix.write_matrix(folder, name="ray", seeds=(0, 1), rounds=1, iterations=100)
     if execution:
         path.write_text(path.read_text() + "\n[execution]\n" + execution + "\n")
     return path
@@ -102,11 +103,14 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_root):
-    """The records of the matrix run locally in one process."""
+    """The records of the matrix run locally, in this process on one torch thread."""
     folder = tmp_path_factory.mktemp("local")
-    process = lthbench_run(write_matrix(folder), "--quiet")
-    output = process.communicate()[0].decode()
-    assert process.returncode == 0, output
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", str(write_matrix(folder)), "--data-root", str(data_root), "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     records = comparable_records(folder / "out")
     assert len(records) == 4 and all(r["status"] == "done" for r in records.values())
     return records
@@ -127,36 +131,38 @@ def logs(output: Path) -> dict[str, str]:
     return {path.parent.name: path.read_text() for path in output.glob("runs/*/log.txt")}
 
 
-def test_a_matrix_on_a_two_node_cluster_writes_the_records_of_a_local_run(ray_cluster, reference, tmp_path):
-    """Field by field except timings, with each record naming its host, and tasks on both nodes."""
+def kill_a_worker_after_a_checkpoint(process: subprocess.Popen, output: Path) -> str | None:
+    """SIGKILL the Ray worker process training a run as soon as the run has a checkpoint; the run's id."""
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        for checkpoint in output.glob("runs/*/checkpoint.pt"):
+            log = (checkpoint.parent / "log.txt").read_text()
+            pids = re.findall(r"by process (\d+)", log)
+            if pids and "finished" not in log:
+                os.kill(int(pids[-1]), signal.SIGKILL)
+                return checkpoint.parent.name
+        time.sleep(0.005)
+    return None
+
+
+def test_a_two_node_cluster_with_a_worker_killed_writes_the_records_of_a_local_run(ray_cluster, reference, tmp_path):
+    """Field by field except timings; both nodes ran tasks; the killed run was retried from its checkpoint.
+
+    The worker process training a run is SIGKILLed once the run has a
+    checkpoint: Ray runs the task again, which takes over the dead worker's
+    lock and resumes; every run ends with exactly one record.
+    """
     out = tmp_path / "out"
-    output = finish(ray_run(write_matrix(tmp_path), ray_cluster))
-    assert "ray: 4 done" in output
+    process = ray_run(write_matrix(tmp_path), ray_cluster)
+    killed = kill_a_worker_after_a_checkpoint(process, out)
+    assert killed is not None, "no run reached a checkpoint"
+    assert "ray: 4 done" in finish(process)
     assert comparable_records(out) == reference
     records = [json.loads(path.read_text()) for path in out.glob("runs/*/record.json")]
     assert {record["node"] for record in records} == {socket.gethostname()}
-    nodes = {node for text in logs(out).values() for node in re.findall(r"Ray task on node (\w+)", text)}
-    assert len(nodes) == 2
-
-
-def test_a_killed_worker_is_retried_and_resumes_from_the_checkpoint(ray_cluster, reference, tmp_path):
-    """SIGKILL to the Ray worker process training a run, once it has a checkpoint: one record per run, all equal."""
-    out = tmp_path / "out"
-    process = ray_run(write_matrix(tmp_path), ray_cluster)
-    deadline = time.monotonic() + 120
-    killed = None
-    while killed is None and process.poll() is None and time.monotonic() < deadline:
-        for checkpoint in out.glob("runs/*/checkpoint.pt"):
-            pids = re.findall(r"by process (\d+)", (checkpoint.parent / "log.txt").read_text())
-            if pids:
-                os.kill(int(pids[-1]), signal.SIGKILL)
-                killed = checkpoint.parent.name
-                break
-        time.sleep(0.005)
-    assert killed is not None, "no run reached a checkpoint"
-    finish(process)
-    assert comparable_records(out) == reference
     text = logs(out)
+    nodes = {node for log in text.values() for node in re.findall(r"Ray task on node (\w+)", log)}
+    assert len(nodes) == 2
     assert "resumed from the checkpoint at iteration" in text[killed]
     assert all(log.count("finished: done") == 1 for log in text.values())
 
