@@ -31,6 +31,7 @@ import torch
 from lthbench.errors import UserError
 from lthbench.lottery.workspace import Workspace
 from lthbench.registry import Registry, default_registry
+from lthbench.run import locks
 from lthbench.run.executor import Group, ProgressCallback
 from lthbench.run.worker import Outcome, Progress, perform_group
 from lthbench.store import Store
@@ -41,7 +42,7 @@ RAY_MISSING = "--executor ray needs Ray, which is not installed; install it with
 CPUS_PER_TASK = 1
 #: How often Ray runs a task again whose worker process or node died.
 MAX_RETRIES = 3
-#: Seconds a cancelled task gets to stop (its checkpoint stays) before the driver disconnects.
+#: Seconds the driver waits for cancelled tasks' worker processes to be gone before it disconnects.
 CANCEL_GRACE = 10.0
 #: Seconds between two looks at the progress queue while waiting for tasks.
 _SLICE = 0.25
@@ -109,6 +110,12 @@ def perform_task(group: Group, settings: TaskSettings, progress: Any) -> list[Ou
     return perform_group(group, ws, settings.checkpoint_every, report)
 
 
+def _clear_stale(paths: list[str]) -> None:
+    """On the node whose processes took these locks: remove those whose holder is gone."""
+    for path in paths:
+        locks.clear_stale(Path(path))
+
+
 def _sees_folder(folder: str, token: str) -> tuple[str, bool]:
     """On one node: its host name, and whether ``folder`` holds ``token`` and is writable there."""
     path = Path(folder)
@@ -140,6 +147,7 @@ class RayExecutor:
         output = os.path.abspath(output)
         try:
             self._check_shared_folder(output)
+            self._clear_stale_locks(sorted(Path(output).glob("runs/*/lock")))
             resources = ray.cluster_resources()
             self.on_gpu = device.startswith("cuda") or (device == "auto" and resources.get("GPU", 0) > 0)
             gpus_per_task = 1.0 / jobs_per_device if self.on_gpu else 0.0
@@ -158,6 +166,7 @@ class RayExecutor:
         self._task = ray.remote(perform_task).options(num_cpus=CPUS_PER_TASK, num_gpus=gpus_per_task,
                                                       max_retries=MAX_RETRIES, retry_exceptions=False)
         self._settings = TaskSettings(output, data_root, download, checkpoint_every, self.on_gpu, registry_factory)
+        self._store = Store(output)
         self._in_flight: dict[Any, Group] = {}
 
     def _check_shared_folder(self, output: str) -> None:
@@ -181,6 +190,32 @@ class RayExecutor:
                             f"node(s) {', '.join(blind)}; put it on a file system every node mounts (NFS, Lustre, "
                             "a mounted bucket)")
 
+    def _clear_stale_locks(self, paths: list[Path]) -> None:
+        """Remove the locks among ``paths`` whose holder is gone, each judged on its holder's host.
+
+        A lock names its holder's host, and only that host can tell whether
+        the holder still runs; a worker killed on one node would otherwise
+        keep its runs locked for every other node.
+        """
+        ray = self._ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        by_host: dict[str, list[str]] = {}
+        for path in paths:
+            holder = locks.read_holder(path)
+            if holder is not None:
+                by_host.setdefault(str(holder.get("host")), []).append(str(path))
+        nodes = {node["NodeManagerHostname"]: node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        clear = ray.remote(_clear_stale)
+        pending = []
+        for host, held in by_host.items():
+            if host in nodes and host != socket.gethostname():
+                pending.append(clear.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    nodes[host], soft=False)).remote(held))
+            else:  # this host's; another host's, without a live Ray node to ask there, stay (locks.is_alive)
+                _clear_stale(held)
+        ray.get(pending)
+
     def submit(self, group: Group) -> None:
         """Start ``group`` as a Ray task."""
         self._in_flight[self._task.remote(group, self._settings, self._progress)] = group
@@ -203,6 +238,9 @@ class RayExecutor:
         outcomes = []
         for ref in ended:
             outcomes += self._outcomes(ref, self._in_flight.pop(ref))
+        busy = [self._store.lock_path(o.run_id) for o in outcomes if o.status == "busy"]
+        if busy:  # a lock of a dead worker on another node: cleared, the scheduler submits the run again
+            self._clear_stale_locks(busy)
         return outcomes
 
     def _drain_progress(self, on_progress: ProgressCallback) -> None:
@@ -221,10 +259,15 @@ class RayExecutor:
             return [Outcome(spec.run_id, "crashed", message) for spec in group]
 
     def shutdown(self) -> None:
-        """Cancel tasks in flight (they stop with a KeyboardInterrupt, keeping checkpoints) and disconnect."""
+        """Cancel tasks in flight and disconnect.
+
+        Cancelling kills the tasks' worker processes (Ray does not reliably
+        interrupt a running task otherwise); their checkpoints, written
+        atomically, stay, and their locks are stale for the next run.
+        """
         ray = self._ray
         for ref in self._in_flight:
-            ray.cancel(ref)
+            ray.cancel(ref, force=True)
         if self._in_flight:
             ray.wait(list(self._in_flight), num_returns=len(self._in_flight), timeout=CANCEL_GRACE,
                      fetch_local=False)
