@@ -85,8 +85,8 @@ def _workspace(settings: TaskSettings) -> Workspace:
 def perform_task(group: Group, settings: TaskSettings, progress: Any) -> list[Outcome]:
     """The body of a Ray task: note the node in each run's log, then :func:`perform_group` on its runs.
 
-    ``progress`` is the driver's :class:`ray.util.queue.Queue`; reports that
-    do not fit are dropped (progress is for display only).
+    ``progress`` is the driver's :class:`ray.util.queue.Queue`; a report that
+    cannot be delivered (the driver is gone) is dropped: progress is for display only.
     """
     import ray
 
@@ -122,6 +122,18 @@ def _sees_folder(folder: str, token: str) -> tuple[str, bool]:
     return socket.gethostname(), (path / token).is_file() and os.access(path, os.W_OK)
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse a ``HOST:PORT`` address where nothing listens (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # auto, empty, or a ray:// client address: Ray resolves those
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as error:
+        raise UserError(f"--ray-address {address}: no Ray cluster answers there ({error.strerror or error}); "
+                        "start one with: ray start --head") from None
+
+
 class RayExecutor:
     """Runs groups as Ray tasks on a cluster that shares the output folder.
 
@@ -138,6 +150,7 @@ class RayExecutor:
         from ray.util.queue import Queue
 
         self._ray = ray
+        _check_reachable(address)
         try:
             ray.init(address=address or None, logging_level=logging.WARNING, log_to_driver=False,
                      configure_logging=False)

@@ -192,6 +192,16 @@ def test_executor_ray_without_ray_installed_is_one_sentence(tmp_path, data_root,
         assert not (tmp_path / "out").exists()
 
 
+def test_an_address_where_no_ray_cluster_listens_is_one_sentence(tmp_path, data_root, capsys):
+    pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install -e '.[ray]'")
+    address = f"127.0.0.1:{_free_port()}"
+    assert main(["run", str(write_matrix(tmp_path)), "--data-root", str(data_root), "--quiet", "--executor", "ray",
+                 "--ray-address", address]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"lthbench: error: --ray-address {address}: no Ray cluster answers there (")
+    assert len(error.splitlines()) == 1
+
+
 def test_ray_address_without_the_ray_executor_is_refused(tmp_path, data_root, capsys):
     path = write_matrix(tmp_path)
     assert main(["run", str(path), "--data-root", str(data_root), "--ray-address", "auto", "--quiet"]) == 2
