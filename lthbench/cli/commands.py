@@ -237,13 +237,13 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     _check_output_option(args.output)
     registry, benchmark = _load(args)
     store = Store(args.output or benchmark.output)
-    runs = cell_runs(benchmark)
-    state = statuses(list({run.run_id: run for run in runs}.values()), store)  # each run once
+    all_runs = cell_runs(benchmark)
+    state = statuses(list({run.run_id: run for run in all_runs}.values()), store)  # each run once
     table = Table(title=benchmark.name)
     for column in ("experiment", "pruner", "training", *STATUS_COLUMNS, "iterations left"):
         table.add_column(column)
     cells: dict[str, list] = {}
-    for run in runs:
+    for run in all_runs:
         cells.setdefault(run.cell_id, []).append(run)
     unknown = 0
     for runs in cells.values():

@@ -151,11 +151,11 @@ def _check_destinations(destinations: list[tuple[str, str]]) -> None:
                 raise UserError(f"{option} {destination}: cannot be written ({path.parent} is a file, not a folder)")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                if not path.exists():
-                    path.touch()
-                    created.append(path)
-                with path.open("a"):
+                existed = path.exists()
+                with path.open("a"):  # creates it, or opens it without changing it
                     pass
+                if not existed:
+                    created.append(path)
             except OSError as error:
                 raise UserError(f"{option} {destination}: cannot be written ({error.strerror or error})") from None
     finally:
