@@ -46,7 +46,13 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """Runs one group at a time in the calling process (simple tracebacks, no start-up cost)."""
+    """Runs one group at a time in the calling process (simple tracebacks, no start-up cost).
+
+    A plugin's exception or ``SystemExit`` fails its run; a plugin that ends
+    the process itself (``os._exit``, a crash) ends the matrix with it, which
+    is why ``lthbench run`` trains in :class:`lthbench.run.pool.LocalExecutor`
+    worker processes instead.
+    """
 
     capacity = 1
 
