@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import timm
 from torch import nn
 
 from lthbench.errors import suggest
@@ -24,6 +23,8 @@ class TimmParams:
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError('name a timm model after the colon, e.g. architecture = "timm:resnet18"')
+        import timm  # imported when a timm model is named: importing it costs seconds at every start
+
         if not timm.is_model(self.model):
             raise ValueError(
                 f"unknown timm model {self.model!r}{suggest(self.model, timm.list_models())}; "
@@ -59,6 +60,8 @@ class TimmModel(SeededInit):
 
     def build(self, input_shape: tuple[int, ...], num_classes: int, params: TimmParams) -> Network:
         """Create ``params.model`` for ``input_shape``; models with a fixed input size get ``img_size``."""
+        import timm
+
         size: dict[str, Any] = {}
         if timm.get_pretrained_cfg_value(params.model, "fixed_input_size"):
             size["img_size"] = tuple(input_shape[1:])
