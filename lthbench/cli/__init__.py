@@ -34,12 +34,6 @@ def _parser() -> argparse.ArgumentParser:
                      help="worker processes per GPU, for small networks (default 1)")
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="worker processes on the CPU; they share its cores (default 1)")
-    run.add_argument("--executor", choices=("local", "ray"),
-                     help="where runs train: worker processes on this machine, or tasks on a Ray cluster "
-                     "(default: [execution].backend, else local)")
-    run.add_argument("--ray-address", metavar="ADDRESS",
-                     help="the Ray cluster to join: HOST:PORT, or auto for the one this machine belongs to "
-                     "(default: [execution].address; none starts a Ray local to this machine)")
     run.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                      help="save a resumable checkpoint every N training iterations; 0 = never (default 1000)")
     run.add_argument("--batch-trials", type=int, metavar="N",

@@ -171,10 +171,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.output:
         benchmark = dataclasses.replace(benchmark, output=args.output)
     root = _data(args, benchmark, registry)
-    if (args.executor or benchmark.execution.backend) == "ray":
-        return _run_on_ray(args, console, registry, benchmark, root)
-    if args.ray_address:
-        raise UserError("--ray-address needs --executor ray (or [execution].backend = 'ray')")
     devices = _worker_devices(args, benchmark)
     slots = worker_slots(devices, args.jobs_per_device, args.jobs)
     on_gpu = any(d.startswith("cuda") for d in devices)
@@ -193,37 +189,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     except KeyboardInterrupt:
         console.print(f"interrupted: finished runs and the latest checkpoints are kept in {benchmark.output}; "
                       f"continue with: lthbench run {args.file}", highlight=False)
-        return 130
-    return _print_summary(console, benchmark, counts, ws.store)
-
-
-def _run_on_ray(args: argparse.Namespace, console: Console, registry, benchmark, root: Path) -> int:
-    """``lthbench run`` with every group of runs a task on a Ray cluster (:mod:`lthbench.run.cluster`)."""
-    import torch
-
-    from lthbench.lottery.workspace import Workspace
-    from lthbench.run.cluster import RayExecutor, import_ray
-    from lthbench.run.scheduler import run_matrix
-    from lthbench.store import Store
-    from lthbench.train.memory import MAX_TRIALS
-
-    import_ray()
-    if args.devices or benchmark.device.startswith("cuda:"):
-        raise UserError(f"{args.file}: with --executor ray, Ray places runs on devices; give device = "
-                        "'auto', 'cpu' or 'cuda' and no --devices")
-    download = args.download or benchmark.download
-    _make_output_folder(args, benchmark.output)
-    executor = RayExecutor(benchmark.output, root, download, args.checkpoint_every,
-                           args.ray_address or benchmark.execution.address, benchmark.device, args.jobs_per_device)
-    ws = Workspace(registry, Store(benchmark.output), root, download, torch.device("cpu"))
-    try:
-        counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
-                            console=Console(quiet=True) if args.quiet else console, executor=executor,
-                            checkpoint_every=args.checkpoint_every,
-                            batch_trials=args.batch_trials or (MAX_TRIALS if executor.on_gpu else 1))
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished runs and the latest checkpoints are kept in {benchmark.output}; "
-                      f"continue with: lthbench run {args.file} --executor ray", highlight=False)
         return 130
     return _print_summary(console, benchmark, counts, ws.store)
 

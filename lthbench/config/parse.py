@@ -26,12 +26,12 @@ from lthbench.protocols import Dataset, Network
 from lthbench.registry import Registry
 from lthbench.run.plan import iterations_per_epoch, rewind_iteration, training_length
 from lthbench.config.devices import DEVICE_CHOICES, is_device
-from lthbench.config.settings import TICKET, Benchmark, Cell, Execution, PluginRef, Report, Schedule, Training
+from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Report, Schedule, Training
 
 BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
-TOP_KEYS = {"benchmark", "defaults", "experiment", "report", "execution"}
+TOP_KEYS = {"benchmark", "defaults", "experiment", "report"}
 #: Deepest nesting of arrays and tables a benchmark file may use (its deepest key, a plugin parameter
 #: list expanded as a list of lists inside an experiment, needs 6).
 MAX_DEPTH = 32
@@ -506,9 +506,7 @@ def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
             _check_length_keys(exp["training"], f"{where}.training", src)
         cells.extend(_experiment_cells(_merge(defaults, exp), where, src, registry, budget))
     report = parse_report(raw.get("report", {}), path)
-    execution_table = _require_table(raw.get("execution", {}), "execution", src)
-    execution = build_dataclass(Execution, execution_table, "execution", src)
-    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, report=report, execution=execution, **settings)
+    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, report=report, **settings)
 
 
 def load_benchmark(path: str | Path, registry: Registry) -> Benchmark:

@@ -157,24 +157,6 @@ class Cell:
         return ", ".join(f"{k}={v}" for k, v in self.overrides.items())
 
 
-#: Where a benchmark's runs train (``[execution].backend``): worker processes on this machine, or a Ray cluster.
-BACKENDS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class Execution:
-    """The ``[execution]`` table: where runs train; the command line's ``--executor`` overrides it."""
-
-    backend: str = "local"
-    #: The Ray cluster to join: ``HOST:PORT``, or ``auto`` for the one this machine belongs to; empty starts
-    #: a Ray local to this machine.
-    address: str = ""
-
-    def __post_init__(self) -> None:
-        _check(self, [(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}"),
-                      (not self.address or self.backend == "ray", "address", "empty unless backend = 'ray'")])
-
-
 @dataclass(frozen=True)
 class Report:
     """How ``lthbench report`` judges the comparisons: the ``[report]`` table of a benchmark file."""
@@ -208,6 +190,5 @@ class Benchmark:
     source: str = ""
     download: bool = False
     data_root: str = ""
-    execution: Execution = field(default_factory=Execution)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     report: Report = field(default_factory=Report)

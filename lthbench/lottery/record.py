@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import traceback
 from typing import Any
 
@@ -52,7 +51,6 @@ def make_record(prepared: PreparedRun, result: TrainResult, ws: Workspace) -> Re
         "iterations": result.iterations,
         "wall_time": result.wall_time,
         "device": device_label(ws.device),
-        "node": socket.gethostname(),
         "versions": library_versions(),
         "error": "loss became non-finite" if result.diverged else None,
         "traceback": None,
@@ -75,7 +73,6 @@ def failure_record(spec: RunSpec, error: BaseException) -> Record:
         "iterations": None,
         "wall_time": None,
         "device": None,
-        "node": None,
         "versions": None,
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(error)),

@@ -6,9 +6,8 @@ step (see :func:`lthbench.lottery.execute.batch_key`). An executor decides
 *where* (the three methods of :class:`Executor`). Whatever process trains a
 group calls :func:`lthbench.run.worker.perform_group`, which locks its runs,
 trains them and writes their records into the shared output folder; a
-cluster backend therefore needs nothing from the lottery code. Three executors
-ship: :class:`InProcessExecutor`, :class:`lthbench.run.pool.LocalExecutor` and
-:class:`lthbench.run.cluster.RayExecutor`.
+cluster backend therefore needs nothing from the lottery code. Two executors
+ship: :class:`InProcessExecutor` and :class:`lthbench.run.pool.LocalExecutor`.
 """
 
 from __future__ import annotations
