@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# The golden records (tests/golden) were written with torch's AVX2 CPU kernels; AVX-512 kernels round
+# some sums differently, so bitwise comparisons need the same kernels on every machine. Set before
+# torch is first imported; an explicit ATEN_CPU_CAPABILITY wins.
+os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from lthbench.registry import default_registry
 
