@@ -109,7 +109,7 @@ def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def hyperparameters(folders: list[ResultFolder]) -> list[dict[str, Any]]:
     """Every setting of every cell in the folders' ``matrix.json``, defaults included, one row per setting.
 
-    A row gives one ``value`` when all cells share it, else ``values``: each
+    A row gives one ``value`` when all cells share it, else ``per_cell``: each
     cell's title with its value. The seeds of each benchmark come first.
     """
     cells = {}
@@ -122,12 +122,12 @@ def hyperparameters(folders: list[ResultFolder]) -> list[dict[str, Any]]:
     per_cell = {_cell_name(cell): {k: _setting_value(v) for k, v in _flat(
         {k: v for k, v in cell.items() if k not in NOT_SETTINGS}).items()} for cell in cells.values()}
     keys = list(dict.fromkeys(key for settings in per_cell.values() for key in settings))
-    rows = [{"key": "seeds", "value": ", ".join(sorted(seeds)), "values": []}]
+    rows = [{"key": "seeds", "value": ", ".join(sorted(seeds)), "per_cell": []}]
     for key in keys:
         values = [(name, settings.get(key, "–")) for name, settings in per_cell.items()]
         shared = {value for _, value in values}
         rows.append({"key": key, "value": values[0][1] if len(shared) == 1 else None,
-                     "values": [] if len(shared) == 1 else values})
+                     "per_cell": [] if len(shared) == 1 else values})
     return rows
 
 
