@@ -41,8 +41,8 @@ class ReferenceSet:
     def matches(self, cell: dict[str, Any]) -> bool:
         """Whether a cell of ``matrix.json`` trains this setting (see the module's docstring)."""
         values = self.frame()
-        if not {cell.get("architecture")} <= set(values["architecture"]) or \
-                not {cell.get("dataset")} <= set(values["dataset"]):
+        known = set(zip(values["architecture"], values["dataset"]))
+        if (cell.get("architecture"), cell.get("dataset")) not in known:
             return False
         training = cell.get("training") or {}
         return (all(_same(cell.get(key), value) for key, value in self.cell.items())

@@ -36,7 +36,8 @@ def test_level_summary_gives_mean_sd_min_max_and_n_per_level_and_initializer():
         "initializer": ["dense", "dense", "original", "original", "reinit", "original"],
         "weights_remaining": [1.0, 1.0, 0.8, 0.8, 0.8, 0.8],
         "early_stop_test_accuracy": [0.97, 0.99, 0.95, 0.96, 0.90, 0.10],
-        "early_stop_iteration": [1000, 1200, 800, 900, 1500, 0], "final_test_accuracy": [0.96, 0.98, 0.94, 0.95, 0.9, 0.1],
+        "early_stop_iteration": [1000, 1200, 800, 900, 1500, 0],
+        "final_test_accuracy": [0.96, 0.98, 0.94, 0.95, 0.9, 0.1],
     })
     summary = level_summary(rows)
     assert [(r["round"], r["initializer"], r["n"]) for r in summary] == [(0, "dense", 2), (1, "original", 2),
@@ -118,7 +119,8 @@ def test_the_report_draws_and_cites_the_reference_only_where_the_setting_matches
     assert report_command([str(results)], str(tmp_path / "paper.html"), None, None, NoSections()) == 0
     html = (tmp_path / "paper.html").read_text(encoding="utf-8")
     assert html.count('<table class="reference">') == 1  # the layerwise cell; the global one is another setting
-    assert html.count(">Frankle &amp; Carbin 2019 (ticket)</text>") == 2  # legend of the accuracy and early-stop figures
+    # in the legends of the accuracy and the early-stop figure
+    assert html.count(">Frankle &amp; Carbin 2019 (ticket)</text>") == 2
     assert "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks. ICLR 2019" in html
     assert "read off the figure (about +-2 px)" in html  # each value keeps its provenance
 
