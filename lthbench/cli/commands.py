@@ -31,10 +31,14 @@ def _load(args: argparse.Namespace):
     return registry, load_benchmark(args.file, registry)
 
 
-def _data(args: argparse.Namespace, benchmark, registry, console: Console) -> tuple[Path, bool]:
-    """The data root and whether torchvision may download into it; a missing data set it may not fetch exits 2."""
+def _data(args: argparse.Namespace, benchmark, registry, console: Console, download_now: bool = False
+          ) -> tuple[Path, bool]:
+    """The data root and whether torchvision may download into it; a missing data set it may not fetch exits 2.
+
+    With ``download_now``, missing data sets that may be downloaded are downloaded here.
+    """
     from lthbench.config.parse import check_data, missing_data
-    from lthbench.data_root import data_root_named, resolve_data_root, resolve_download
+    from lthbench.data_root import data_root_named, fetch, resolve_data_root, resolve_download
 
     root = resolve_data_root(args.data_root, benchmark.data_root)
     missing = missing_data(benchmark, registry, root)
@@ -44,6 +48,8 @@ def _data(args: argparse.Namespace, benchmark, registry, console: Console) -> tu
     if missing and download:
         console.print(f"{', '.join(missing)}: not in {root}; torchvision downloads it there on first use "
                       "(--no-download to forbid)", highlight=False)
+        if download_now:
+            fetch([registry.dataset(name) for name in missing], root)
     return root, download
 
 
@@ -177,7 +183,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         benchmark = dataclasses.replace(benchmark, device=args.device)
     if args.output:
         benchmark = dataclasses.replace(benchmark, output=args.output)
-    root, download = _data(args, benchmark, registry, console)
+    root, download = _data(args, benchmark, registry, console, download_now=True)
     devices = _worker_devices(args, benchmark)
     slots = worker_slots(devices, args.jobs_per_device, args.jobs)
     on_gpu = any(d.startswith("cuda") for d in devices)
