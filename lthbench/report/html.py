@@ -39,6 +39,8 @@ SUMMARY_METRICS = ((ACCURACY, "Test accuracy at early stop (%)", ACCURACY),
                    (FINAL, "Final test accuracy (%)", ACCURACY))
 #: Fields of a ``matrix.json`` cell that are not settings (ids, and what other rows show).
 NOT_SETTINGS = ("cell_id", "overrides", "label")
+#: Characters of differing training settings that may go into figure file names.
+STEM_LABEL = 40
 
 
 @dataclass
@@ -301,7 +303,7 @@ def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, winners: pd.DataFrame, r
         control=bool(table["control_cell"].any()),
         margins=f"accuracy {margins[ACCURACY]}, early stop {margins[ITERATION]}",
         censoring=censoring_note(rows),
-        stem=slug(f"{first['experiment']}_{first['pruner']}" + (f"_{first['training']}" if first["training"] else "")),
+        stem=slug(f"{first['experiment']}_{first['pruner']}"),
         levels=level_summary(rows, random_mask),
         reference=reference,
     )
@@ -353,8 +355,11 @@ def cell_views(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataF
                controls: dict[Any, Any]) -> list[CellView]:
     """What the report shows of each cell that has verdicts or figures, in the order of the frame.
 
-    Each view's ``stem`` is unique among them (a cell id is added where two
-    cells would share one), so that figure files never overwrite each other.
+    Each view's ``stem`` (experiment and pruner) is unique among them, so that
+    figure files never overwrite each other: where cells share one, the
+    training settings in which they differ are added (``lr-0.003``, at most
+    :data:`STEM_LABEL` characters), and where that is not enough, the start of
+    the cell id.
     """
     records = {run_id: record for folder in folders for run_id, record in folder.records.items()}
     entries = {cell.get("cell_id"): cell for folder in folders for cell in folder.matrix.get("cells", [])
@@ -366,10 +371,21 @@ def cell_views(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataF
         views.append(_cell_view(rows, table[table["cell_id"] == cell_id], winners[winners["cell_id"] == cell_id],
                                 records, random_mask, entries.get(cell_id, {})))
     cells = [view for view in views if view.verdict_rows or view.figures]
+    training = {view.anchor: (entries.get(view.anchor.removeprefix("cell-")) or {}).get("training") or {}
+                for view in cells}
+    for stem in {view.stem for view in cells}:
+        sharing = [view for view in cells if view.stem == stem]
+        if len(sharing) < 2:
+            continue
+        keys = [key for key in dict.fromkeys(k for view in sharing for k in training[view.anchor])
+                if len({json.dumps(training[view.anchor].get(key)) for view in sharing}) > 1]
+        for view in sharing:
+            differs = "_".join(f"{key}-{_setting_value(training[view.anchor].get(key))}" for key in keys)
+            view.stem = f"{stem}_{slug(differs)[:STEM_LABEL]}" if differs else stem
     stems = [view.stem for view in cells]
     for view in cells:
         if stems.count(view.stem) > 1:
-            view.stem = f"{view.stem}-{view.anchor.removeprefix('cell-')[:8]}"
+            view.stem = f"{view.stem}_{view.anchor.removeprefix('cell-')[:8]}"
     return cells
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -152,3 +153,17 @@ def test_a_figures_folder_that_cannot_be_written_is_refused_before_anything_is_w
         with pytest.raises(UserError, match=f"--figures {bad}: {message}"):
             report_command([str(results)], str(tmp_path / "r.html"), None, None, NoSections(), figures=str(bad))
         assert not (tmp_path / "r.html").exists()
+
+
+def test_cells_that_share_experiment_and_pruner_get_figure_files_of_their_own(tmp_path, capsys, data_root):
+    from helpers.tiny_matrix import write_matrix
+
+    from lthbench.cli import main
+
+    path = write_matrix(tmp_path, rounds=1, iterations=20, eval_every=10, seeds=(0,))
+    path.write_text(path.read_text() + "[experiment.training]\nlr = [1.2e-3, 3e-3]\n")
+    assert main(["run", str(path), "--data-root", str(data_root), "--quiet"]) == 0
+    figures = tmp_path / "figures"
+    assert main(["report", str(tmp_path / "out"), "--figures", str(figures)]) == 0
+    stems = {re.sub(r"-(accuracy|early-stop|differences|curves|layers)$", "", p.stem) for p in figures.iterdir()}
+    assert stems == {"lenet_layerwise_magnitude_lr-0.0012", "lenet_layerwise_magnitude_lr-0.003"}
