@@ -1,8 +1,15 @@
 """Where data sets are read from, and where files derived from them are cached.
 
 The data root may be read-only (a shared folder, a mounted volume), so lthbench
-never writes into it except to download a data set the user asked for;
+never writes into it except to download a data set there;
 decompressed and decoded copies go to the cache folder instead.
+
+Whether torchvision may download a missing data set (:func:`resolve_download`):
+``--download`` / ``--no-download`` decide first, then ``download = true`` /
+``false`` in ``[benchmark]``. With neither, lthbench downloads only into its
+own default folder (``~/.cache/lthbench/data``) and only what is missing
+there; a folder the user named (``--data-root``, ``data_root``,
+``$LTHBENCH_DATA``) is read as it is, so a local copy is used without network.
 """
 
 from __future__ import annotations
@@ -31,6 +38,38 @@ def resolve_data_root(cli_value: str | None, config_value: str = "") -> Path:
     """
     chosen = cli_value or config_value or os.environ.get(DATA_ENV)
     return Path(chosen).expanduser() if chosen else _user_cache() / "data"
+
+
+def data_root_named(cli_value: str | None, config_value: str = "") -> bool:
+    """Whether the user named the data root (``--data-root``, ``data_root`` or ``$LTHBENCH_DATA``)."""
+    return bool(cli_value or config_value or os.environ.get(DATA_ENV))
+
+
+def resolve_download(option: bool | None, setting: bool | None, root_named: bool, missing: bool) -> bool:
+    """Whether torchvision may download missing data sets.
+
+    ``option`` is ``--download`` (True) / ``--no-download`` (False) / neither
+    (None), ``setting`` the benchmark's ``download`` (None when unset). Unset
+    in both places, the answer is True only when the data root is lthbench's
+    default folder (``root_named`` false) and a data set of the matrix is
+    ``missing`` from it.
+    """
+    if option is not None:
+        return option
+    if setting is not None:
+        return setting
+    return missing and not root_named
+
+
+def fetch(datasets: list, root: Path) -> None:
+    """Download both splits of each data set (:class:`lthbench.protocols.Dataset`) into ``root`` now.
+
+    ``lthbench run`` does this before any run starts, so that a failed
+    download is one error and worker processes never download side by side.
+    """
+    for dataset in datasets:
+        for train in (True, False):
+            dataset.load(root, train=train, download=True)
 
 
 def cache_dir(root: Path) -> Path:

@@ -19,7 +19,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def data_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-root", help="folder holding the data sets (default: $LTHBENCH_DATA or ~/.cache/lthbench/data)")
-        p.add_argument("--download", action="store_true", help="allow torchvision to download missing data sets")
+        p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                       help="let torchvision download missing data sets, or never (--no-download); default: only "
+                       "into ~/.cache/lthbench/data when no data root is named and a data set is missing")
 
     run = sub.add_parser("run", help="run the matrix of a benchmark file (resumable)")
     run.add_argument("file")
@@ -51,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write an HTML report with statistics from result folders")
     report.add_argument("results", nargs="+")
-    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("-o", "--output", help="HTML file to write (default: report.html in the first results folder)")
     report.add_argument("--csv", help="also write one row per training run to this CSV file")
     report.add_argument("--stats-csv", help="also write the statistical comparisons to this CSV file")
+    report.add_argument("--figures", metavar="DIR", help="also write every figure to this folder as SVG, PNG and PDF")
 
     bench = sub.add_parser("bench", help="measure lthbench's trainer against a plain PyTorch DataLoader loop")
     data_options(bench)

@@ -31,13 +31,26 @@ def _load(args: argparse.Namespace):
     return registry, load_benchmark(args.file, registry)
 
 
-def _data(args: argparse.Namespace, benchmark, registry) -> Path:
-    from lthbench.config.parse import check_data
-    from lthbench.data_root import resolve_data_root
+def _data(args: argparse.Namespace, benchmark, registry, console: Console, download_now: bool = False
+          ) -> tuple[Path, bool]:
+    """The data root and whether torchvision may download into it; a missing data set it may not fetch exits 2.
+
+    With ``download_now``, missing data sets that may be downloaded are downloaded here.
+    """
+    from lthbench.config.parse import check_data, missing_data
+    from lthbench.data_root import data_root_named, fetch, resolve_data_root, resolve_download
 
     root = resolve_data_root(args.data_root, benchmark.data_root)
-    check_data(benchmark, registry, root, args.download)
-    return root
+    missing = missing_data(benchmark, registry, root)
+    download = resolve_download(args.download, benchmark.download, data_root_named(args.data_root, benchmark.data_root),
+                                bool(missing))
+    check_data(benchmark, registry, root, download)
+    if missing and download:
+        console.print(f"{', '.join(missing)}: not in {root}; torchvision downloads it there on first use "
+                      "(--no-download to forbid)", highlight=False)
+        if download_now:
+            fetch([registry.dataset(name) for name in missing], root)
+    return root, download
 
 
 def _check_device_option(device: str | None) -> None:
@@ -57,7 +70,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from lthbench.run.plan import chain_runs, iterations_per_epoch, start_iteration, training_length
 
     registry, benchmark = _load(args)
-    root = _data(args, benchmark, registry)
+    root, _ = _data(args, benchmark, registry, console)
     table = Table(title=f"{benchmark.name}: {len(benchmark.cells)} cells × {len(benchmark.seeds)} seeds")
     for column in ("experiment", "architecture", "dataset", "pruner", "initializers", "schedule", "training"):
         table.add_column(column)
@@ -170,12 +183,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         benchmark = dataclasses.replace(benchmark, device=args.device)
     if args.output:
         benchmark = dataclasses.replace(benchmark, output=args.output)
-    root = _data(args, benchmark, registry)
+    root, download = _data(args, benchmark, registry, console, download_now=True)
     devices = _worker_devices(args, benchmark)
     slots = worker_slots(devices, args.jobs_per_device, args.jobs)
     on_gpu = any(d.startswith("cuda") for d in devices)
     batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else 1)  # the workers fit K to their memory
-    download = args.download or benchmark.download
     _make_output_folder(args, benchmark.output)
     ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
     # Runs train in worker processes even for one job: a plugin that ends its process (os._exit, a crash)
@@ -235,7 +247,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from lthbench.registry import default_registry
     from lthbench.report.publish import report_command
 
-    return report_command(args.results, args.output, args.csv, args.stats_csv, default_registry())
+    return report_command(args.results, args.output, args.csv, args.stats_csv, default_registry(),
+                          figures=args.figures)
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
@@ -258,7 +271,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     on_gpu = device.type == "cuda"
     root = resolve_data_root(args.data_root)
     for dataset in sorted({CASES[m][0] for m in models}):
-        check_dataset(registry.dataset(dataset), root, args.download)
+        check_dataset(registry.dataset(dataset), root, bool(args.download))
     rows = bench_command(registry, root, device, models, args.steps or (500 if on_gpu else 40),
                          args.warmup or (50 if on_gpu else 5), args.workers, args.trials or (32 if on_gpu else 4),
                          print_line=console.print)

@@ -281,8 +281,8 @@ def _benchmark_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
         raise src.error("benchmark.output", "empty; give the folder for the results, or leave the key out "
                         "for results/<name>")
     data_root = _check_path(table.get("data_root", ""), "data_root", src)
-    download = table.get("download", False)
-    if not isinstance(download, bool):
+    download = table.get("download")
+    if download is not None and not isinstance(download, bool):
         raise src.error("benchmark.download", f"{shown(download)} has the wrong type; expected bool")
     return {"name": name, "seeds": tuple(seeds), "device": device, "output": output,
             "download": download, "data_root": data_root}
@@ -534,10 +534,24 @@ def check_dataset(dataset: Dataset, root: Path, download: bool) -> None:
                            f"{error.strerror or error}") from None
 
 
-def check_data(benchmark: Benchmark, registry: Registry, root: Path, download: bool) -> None:
-    """Fail with :class:`DataNotFound` naming the file if any data set of the matrix is missing."""
+def missing_data(benchmark: Benchmark, registry: Registry, root: Path) -> list[str]:
+    """The data sets of the matrix that are not under ``root`` (nothing is downloaded to find out)."""
+    missing = []
     for name in sorted({cell.dataset.name for cell in benchmark.cells}):
         try:
-            check_dataset(registry.dataset(name), root, download or benchmark.download)
+            check_dataset(registry.dataset(name), root, False)
+        except UserError:
+            missing.append(name)
+    return missing
+
+
+def check_data(benchmark: Benchmark, registry: Registry, root: Path, download: bool) -> None:
+    """Fail with :class:`DataNotFound` naming the file if any data set of the matrix is missing.
+
+    ``download`` is the resolved permission (:func:`lthbench.data_root.resolve_download`).
+    """
+    for name in sorted({cell.dataset.name for cell in benchmark.cells}):
+        try:
+            check_dataset(registry.dataset(name), root, download)
         except UserError as error:
             raise type(error)(f"{benchmark.source}: dataset {name!r}: {error}") from None

@@ -188,7 +188,7 @@ class Benchmark:
     device: str
     cells: tuple[Cell, ...]
     source: str = ""
-    download: bool = False
+    download: bool | None = None  # unset: see lthbench.data_root.resolve_download
     data_root: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     report: Report = field(default_factory=Report)

@@ -6,14 +6,18 @@ The SVG keeps its text as text (``svg.fonttype = "none"``: small files,
 selectable, rendered in the page's font), its ids are salted by the figure's
 name so the output is deterministic, and matplotlib escapes all text it writes.
 Text is drawn as written (``text.parse_math`` off): a ``$`` in a label or a
-layer name is a dollar sign, not the start of a mathtext formula.
+layer name is a dollar sign, not the start of a mathtext formula. Legends
+stand below the axes (constrained layout), never over the data. Each
+:class:`SvgFigure` keeps its matplotlib figure, so that ``lthbench report
+--figures`` can also save it as SVG, PNG and PDF files (:meth:`SvgFigure.save`).
 """
 
 from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -43,15 +47,47 @@ CURVE_LEVELS = 3
 MAX_TICKS = 8
 SVG_PREAMBLE = re.compile(r"^.*?(?=<svg\b)|<metadata>.*?</metadata>\s*", re.DOTALL)
 SVG_SIZE = re.compile(r'\s(width|height)="[^"]*"')
+#: The formats ``lthbench report --figures`` writes, and the resolution of the PNG files.
+FILE_FORMATS = ("svg", "png", "pdf")
+PNG_DPI = 200
+#: Fonts embedded as TrueType in PDF files, as journals ask.
+FILE_STYLE = {"pdf.fonttype": 42}
 
 
 @dataclass(frozen=True)
 class SvgFigure:
-    """One rendered figure with its caption."""
+    """One rendered figure with its caption; ``kind`` names what it shows (``accuracy``, ``curves``, ...)."""
 
     name: str
     caption: str
     svg: str
+    kind: str = ""
+    figure: Figure | None = field(default=None, compare=False, repr=False)
+
+    def save(self, folder: Path, stem: str) -> list[Path]:
+        """Write the figure as ``folder/stem.svg``, ``.png`` and ``.pdf``; return the paths."""
+        paths = []
+        with matplotlib.rc_context({**STYLE, **FILE_STYLE, "svg.hashsalt": self.name}):
+            for fmt in FILE_FORMATS:
+                path = folder / f"{stem}.{fmt}"
+                metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+                if fmt == "pdf":
+                    metadata = {"CreationDate": None, "ModDate": None}
+                self.figure.savefig(path, format=fmt, bbox_inches="tight", dpi=PNG_DPI, metadata=metadata)
+                paths.append(path)
+        return paths
+
+
+def _figure(height: float = HEIGHT) -> Figure:
+    """A figure of the report's width with constrained layout (room for a legend outside the axes)."""
+    return Figure(figsize=(WIDTH, height), layout="constrained")
+
+
+def legend_below(figure: Figure, axis: Axes, **kwargs: Any) -> None:
+    """The legend of ``axis``'s labelled artists, under the axes, clear of the data."""
+    handles, labels = axis.get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(handles), 3), **kwargs)
 
 
 def to_svg(figure: Figure, name: str) -> str:
@@ -82,14 +118,19 @@ def _percent_axis(axis: Axes, levels: np.ndarray) -> None:
     axis.set_xlabel("weights remaining (%)")
 
 
-def metric_figure(rows: pd.DataFrame, metric: str, name: str) -> SvgFigure:
-    """Mean over seeds per initializer against percent of weights remaining, min-max band, dense line."""
+def metric_figure(rows: pd.DataFrame, metric: str, name: str, reference: pd.DataFrame | None = None,
+                  reference_label: str = "") -> SvgFigure:
+    """Mean over seeds per initializer against percent of weights remaining, min-max band, dense line.
+
+    ``reference`` (``weights_remaining``, ``value``) is a published ticket
+    series, drawn as black stars labelled ``reference_label``.
+    """
     label = {ACCURACY: "test accuracy at early stop (%)", ITERATION: "early-stop iteration"}[metric]
     scale = 100 if metric == ACCURACY else 1
     pruned = rows[rows["round"] > 0]
     dense = rows[rows["initializer"] == DENSE][metric] * scale
     colors = _colors(list(pruned["initializer"].unique()))
-    figure = Figure(figsize=(WIDTH, HEIGHT))
+    figure = _figure()
     axis = figure.subplots()
     if not dense.empty:
         axis.axhline(dense.mean(), color=colors[DENSE], linestyle="--", linewidth=1.2, label="dense (mean)")
@@ -101,16 +142,25 @@ def metric_figure(rows: pd.DataFrame, metric: str, name: str) -> SvgFigure:
         level, color = by_round["level"] * 100, colors[initializer]
         axis.plot(level, by_round["mean"] * scale, marker="o", markersize=4, color=color, label=initializer)
         axis.fill_between(level, by_round["low"] * scale, by_round["high"] * scale, color=color, alpha=0.2, linewidth=0)
-    if not pruned.empty:
-        _percent_axis(axis, pruned.groupby("round")["weights_remaining"].mean().to_numpy() * 100)
+    levels = pruned.groupby("round")["weights_remaining"].mean().to_numpy() * 100
+    has_reference = reference is not None and not reference.empty
+    if has_reference:
+        axis.plot(reference["weights_remaining"] * 100, reference["value"] * scale, linestyle="none", marker="*",
+                  markersize=9, color="black", label=f"{reference_label} (ticket)", zorder=5)
+        levels = np.concatenate([levels, reference["weights_remaining"].to_numpy() * 100])
+    if len(levels):
+        _percent_axis(axis, levels)
     axis.set_ylabel(label)
-    axis.legend(loc="best")
+    legend_below(figure, axis)
     what = {ACCURACY: "Test accuracy at the early-stop iteration", ITERATION: "Early-stop iteration"}[metric]
     caption = (
         f"{what} against the percentage of weights remaining (log scale, sparser to the right). "
         "Lines: mean over seeds; bands: minimum to maximum; dashed line and grey band: the dense network."
     )
-    return SvgFigure(name, caption, to_svg(figure, name))
+    if has_reference:
+        caption += f" Stars: the winning ticket as published by {reference_label}, for comparison."
+    kind = {ACCURACY: "accuracy", ITERATION: "early-stop"}[metric]
+    return SvgFigure(name, caption, to_svg(figure, name), kind, figure)
 
 
 def curves_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str) -> SvgFigure:
@@ -118,7 +168,7 @@ def curves_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: 
     rounds = sorted(rows.loc[rows["round"] > 0, "round"].unique())
     shown = sorted({rounds[int(i)] for i in np.linspace(0, len(rounds) - 1, min(CURVE_LEVELS, len(rounds)))})
     colors = _colors([n for n in rows["initializer"].unique() if n != DENSE])
-    figure = Figure(figsize=(WIDTH, HEIGHT * 0.9))
+    figure = _figure(HEIGHT)
     axes = figure.subplots(1, max(len(shown), 1), sharey=True, squeeze=False)
     dense = _mean_curves(rows[rows["initializer"] == DENSE], records)
     for axis, round_ in zip(axes[0], shown):
@@ -131,9 +181,9 @@ def curves_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: 
         axis.set_title(f"{level['weights_remaining'].mean() * 100:.3g}% remaining", fontsize=10)
         axis.set_xlabel("iteration")
     axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    legend_below(figure, axes[0][-1])
     caption = "Test accuracy during training, mean over seeds, at a few levels of weights remaining; dashed: dense."
-    return SvgFigure(name, caption, to_svg(figure, name))
+    return SvgFigure(name, caption, to_svg(figure, name), "curves", figure)
 
 
 def _mean_curves(rows: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.Series:
@@ -161,7 +211,7 @@ def layers_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: 
         if counts.get("total")
     ], columns=["round", "layer", "percent"])
     table = fractions.pivot_table(index="layer", columns="round", values="percent", aggfunc="mean", sort=False)
-    figure = Figure(figsize=(WIDTH, HEIGHT))
+    figure = _figure(HEIGHT * 1.2)
     axis = figure.subplots()
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(len(table.columns), 1)))
     positions = np.arange(len(table.index))
@@ -178,9 +228,9 @@ def layers_figure(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: 
     axis.set_xticks(positions, names, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     axis.set_xlabel("layer")
     axis.set_ylabel("weights remaining (%)")
-    axis.legend(loc="best", fontsize=8, ncol=1 + len(table.columns) // 6)
+    legend_below(figure, axis, fontsize=8)
     caption = "Percentage of weights remaining in each prunable layer after each round (overall in brackets)."
-    return SvgFigure(name, caption, to_svg(figure, name))
+    return SvgFigure(name, caption, to_svg(figure, name), "layers", figure)
 
 
 def difference_figure(table: pd.DataFrame, name: str) -> SvgFigure:
@@ -192,7 +242,7 @@ def difference_figure(table: pd.DataFrame, name: str) -> SvgFigure:
     levels = table[table["scope"] == LEVEL]
     groups = list(dict.fromkeys(levels["group_b"]))
     colors = _colors([TICKET, *(group for group in groups if group != DENSE)])  # as in the metric figures
-    figure = Figure(figsize=(WIDTH, HEIGHT * 1.5))
+    figure = _figure(HEIGHT * 1.6)
     axes = figure.subplots(2, 1, sharex=True)
     offsets = dict(zip(groups, np.linspace(-0.04, 0.04, len(groups)) if len(groups) > 1 else [0.0]))
     for axis, metric, label in ((axes[0], ACCURACY, "accuracy difference (pt)"),
@@ -213,22 +263,25 @@ def difference_figure(table: pd.DataFrame, name: str) -> SvgFigure:
         axis.set_ylabel(label, fontsize=9)
     _percent_axis(axes[1], levels["weights_remaining"].dropna().unique() * 100)
     axes[0].set_xlabel("")
-    axes[0].legend(loc="best", fontsize=8)
+    legend_below(figure, axes[0], fontsize=8)
     caption = ("Ticket − other at each level: points are the mean difference over seeds, bars the interval the "
                "verdict read (paired or Welch t, Bonferroni-adjusted over the levels); hollow points were not tested "
                "(too few seeds, censored or without spread); grey band: ± the equivalence margin. Accuracy on top, "
                "early-stop iteration below (below 0: the ticket stops earlier).")
-    return SvgFigure(name, caption, to_svg(figure, name))
+    return SvgFigure(name, caption, to_svg(figure, name), "differences", figure)
 
 
 def figure_set(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str,
-               random_mask: pd.DataFrame | None = None, comparisons: pd.DataFrame | None = None) -> list[SvgFigure]:
+               random_mask: pd.DataFrame | None = None, comparisons: pd.DataFrame | None = None,
+               references: dict[str, pd.DataFrame] | None = None, reference_label: str = "") -> list[SvgFigure]:
     """All figures of one cell; ``rows`` are its results rows, ``name`` a stable id for the SVG ids.
 
     ``random_mask`` holds the pruned ticket runs of the cell's random-mask
     control, if it has one: the metric figures draw them as the series
     ``random mask``. ``comparisons``, the cell's rows of the comparison
     table, adds the figure of the verdicts' intervals when any level is compared.
+    ``references`` holds published ticket values by metric (see
+    :func:`lthbench.report.reference.series`), labelled ``reference_label``.
     """
     done = rows[rows["status"] == "done"]
     if done[done["round"] > 0].empty:
@@ -238,8 +291,8 @@ def figure_set(rows: pd.DataFrame, records: dict[str, dict[str, Any]], name: str
         series = pd.concat([done, random_mask[random_mask["status"] == "done"].assign(initializer=RANDOM_MASK)])
     with matplotlib.rc_context(STYLE):
         figures = [
-            metric_figure(series, ACCURACY, f"{name}-accuracy"),
-            metric_figure(series, ITERATION, f"{name}-iteration"),
+            metric_figure(series, metric, f"{name}-{suffix}", (references or {}).get(metric), reference_label)
+            for metric, suffix in ((ACCURACY, "accuracy"), (ITERATION, "iteration"))
         ]
         if comparisons is not None and (comparisons["scope"] == LEVEL).any():
             figures.append(difference_figure(comparisons, f"{name}-differences"))

@@ -9,7 +9,8 @@ text) and extra sections whose HTML a plugin owns.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from collections.abc import Collection
 from typing import Any
 
@@ -17,11 +18,13 @@ import jinja2
 import pandas as pd
 
 from lthbench.report.figures import SvgFigure, figure_set
+from lthbench.report.reference import (FRANKLE_2019, comparison_rows, format_reference, reference_for,
+                                       series)
 from lthbench.report.results import ResultFolder
 from lthbench.config.settings import Report
 from lthbench.report.stats import (ACCURACY, ADJUSTMENT, ALPHA, BETTER, DENSE, EQUIVALENT, INCONCLUSIVE, ITERATION,
                                    ITERATION_MARGIN_FRACTION, LEVEL, MIN_SEEDS, NOT_ENOUGH_SEEDS, OVERALL, POWER,
-                                   TICKET, UNTESTABLE, WORSE, random_mask_runs)
+                                   RANDOM_MASK, TICKET, UNTESTABLE, WORSE, random_mask_runs)
 from lthbench.run.status import FAILURES, RunStatus
 
 TEMPLATE = "report.html.j2"
@@ -29,6 +32,15 @@ STATUSES = (RunStatus.DONE, RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.BLOC
 METRIC_TITLES = {ACCURACY: "Test accuracy at early stop (%)", ITERATION: "Early-stop iteration"}
 #: Units of differences: accuracy in percentage points.
 UNITS = {ACCURACY: "pt", ITERATION: "iterations"}
+FINAL = "final_test_accuracy"
+#: The columns of the per-level summary table: record field, title, and the format of its values.
+SUMMARY_METRICS = ((ACCURACY, "Test accuracy at early stop (%)", ACCURACY),
+                   (ITERATION, "Early-stop iteration", ITERATION),
+                   (FINAL, "Final test accuracy (%)", ACCURACY))
+#: Fields of a ``matrix.json`` cell that are not settings (ids, and what other rows show).
+NOT_SETTINGS = ("cell_id", "overrides", "label")
+#: Characters of differing training settings that may go into figure file names.
+STEM_LABEL = 40
 
 
 @dataclass
@@ -46,6 +58,85 @@ class CellView:
     control: bool
     margins: str
     censoring: str = ""
+    stem: str = ""
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    reference: dict[str, Any] | None = None
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: lower case letters, digits, ``.`` and ``_``, other runs as one ``-``."""
+    return re.sub(r"[^a-z0-9._]+", "-", text.lower()).strip("-.") or "cell"
+
+
+def level_summary(rows: pd.DataFrame, random_mask: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Per level and initializer of one cell's done runs: weights remaining, n, and mean, SD, min and max of
+    the early-stop accuracy, the early-stop iteration and the final accuracy.
+
+    The dense network is round 0; ``random_mask`` (a control cell's ticket
+    runs) is summarised as the initializer ``random mask``.
+    """
+    done = rows[rows["status"] == "done"]
+    if random_mask is not None:
+        done = pd.concat([done, random_mask[random_mask["status"] == "done"].assign(initializer=RANDOM_MASK)])
+    order = {name: i for i, name in enumerate([DENSE, TICKET, *done["initializer"]])}
+    out = []
+    for (round_, initializer), group in sorted(done.groupby(["round", "initializer"], sort=False),
+                                               key=lambda item: (item[0][0], order[item[0][1]])):
+        stats = {metric: {"mean": group[metric].mean(), "sd": group[metric].std(ddof=1) if len(group) > 1 else None,
+                          "min": group[metric].min(), "max": group[metric].max(), "format": fmt}
+                 for metric, _, fmt in SUMMARY_METRICS}
+        out.append({"round": int(round_), "weights_remaining": group["weights_remaining"].mean(),
+                    "initializer": initializer, "n": len(group), "stats": stats})
+    return out
+
+
+def _setting_value(value: Any) -> str:
+    """A setting as in a TOML file: strings as written, booleans lower case, lists in brackets; unset as –."""
+    if value is None:
+        return "–"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys (``training.lr``)."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def hyperparameters(folders: list[ResultFolder]) -> list[dict[str, Any]]:
+    """Every setting of every cell in the folders' ``matrix.json``, defaults included, one row per setting.
+
+    A row gives one ``value`` when all cells share it, else ``per_cell``: each
+    cell's title with its value. The seeds of each benchmark come first.
+    """
+    cells = {}
+    seeds = set()
+    for folder in folders:
+        seeds.add(_setting_value((folder.matrix.get("benchmark") or {}).get("seeds")))
+        for cell in folder.matrix.get("cells", []):
+            if isinstance(cell, dict):
+                cells.setdefault(cell.get("cell_id"), cell)
+    per_cell = {_cell_name(cell): {k: _setting_value(v) for k, v in _flat(
+        {k: v for k, v in cell.items() if k not in NOT_SETTINGS}).items()} for cell in cells.values()}
+    keys = list(dict.fromkeys(key for settings in per_cell.values() for key in settings))
+    rows = [{"key": "seeds", "value": ", ".join(sorted(seeds)), "per_cell": []}]
+    for key in keys:
+        values = [(name, settings.get(key, "–")) for name, settings in per_cell.items()]
+        shared = {value for _, value in values}
+        rows.append({"key": key, "value": values[0][1] if len(shared) == 1 else None,
+                     "per_cell": [] if len(shared) == 1 else values})
+    return rows
+
+
+def _cell_name(cell: dict[str, Any]) -> str:
+    """A cell as the report titles it, with its training label when it has one."""
+    name = f"{cell.get('experiment')} · {cell.get('pruner')}"
+    return f"{name} · {cell['label']}" if cell.get("label") else name
 
 
 def censoring_note(rows: pd.DataFrame) -> str:
@@ -157,15 +248,24 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         value=format_value, pvalue=format_p, number=format_number, percent=format_percent,
         duration=format_duration, verdict_class=verdict_class, difference=format_difference, margin=format_margin,
-        signed_interval=format_signed_interval,
+        signed_interval=format_signed_interval, reference=format_reference,
     )
     return env
 
 
 def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, winners: pd.DataFrame, records: dict[str, Any],
-               random_mask: pd.DataFrame | None) -> CellView:
-    """Verdicts, figures and statistics tables of one cell; ``random_mask``: its control's ticket runs, if any."""
+               random_mask: pd.DataFrame | None, cell: dict[str, Any]) -> CellView:
+    """Verdicts, figures and statistics tables of one cell; ``random_mask``: its control's ticket runs, if any.
+
+    ``cell`` is its entry in ``matrix.json``; when a published reference set
+    applies to it, its values are drawn in the figures and listed beside ours.
+    """
     first = rows.iloc[0]
+    ref = reference_for(cell) if cell else None
+    reference = None
+    if ref is not None:
+        reference = {"label": ref.label, "citation": ref.citation, "note": ref.length_note(cell),
+                     "rows": comparison_rows(ref, cell, rows)}
     subtitle = f"{first['architecture']} on {first['dataset']}, {first['mode']} pruning at rate {first['rate']}"
     if first["training"]:
         subtitle += f"; training: {first['training']}"
@@ -196,11 +296,16 @@ def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, winners: pd.DataFrame, r
         comparisons=comparisons,
         verdict_rows=verdict_rows,
         overall=overall,
-        figures=figure_set(rows, records, str(first["cell_id"]), random_mask, table),
+        figures=figure_set(rows, records, str(first["cell_id"]), random_mask, table,
+                           ref and {metric: series(ref, cell, metric) for metric in METRIC_TITLES},
+                           ref.label if ref else ""),
         stats=stats,
         control=bool(table["control_cell"].any()),
         margins=f"accuracy {margins[ACCURACY]}, early stop {margins[ITERATION]}",
         censoring=censoring_note(rows),
+        stem=slug(f"{first['experiment']}_{first['pruner']}"),
+        levels=level_summary(rows, random_mask),
+        reference=reference,
     )
 
 
@@ -246,24 +351,57 @@ def _problem_runs(frame: pd.DataFrame, statuses: Collection[str]) -> list[dict[s
     return unique.astype(object).where(unique.notna(), None).to_dict("records")
 
 
-def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame, *, winners: pd.DataFrame,
-                  controls: dict[Any, Any], sections: list[dict[str, str]], finding: str,
-                  report: Report) -> str:
-    """The whole report as one HTML string.
+def cell_views(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame, winners: pd.DataFrame,
+               controls: dict[Any, Any]) -> list[CellView]:
+    """What the report shows of each cell that has verdicts or figures, in the order of the frame.
 
-    ``table``, ``winners`` and ``controls`` are the comparison table, its
-    winning-ticket marks and the random-mask controls of ``frame``;
-    ``finding`` is the one-line summary published in the report's metadata,
-    ``report`` the ``[report]`` settings the table was judged with.
+    Each view's ``stem`` (experiment and pruner) is unique among them, so that
+    figure files never overwrite each other: where cells share one, the
+    training settings in which they differ are added (``lr-0.003``, at most
+    :data:`STEM_LABEL` characters), and where that is not enough, the start of
+    the cell id.
     """
     records = {run_id: record for folder in folders for run_id, record in folder.records.items()}
+    entries = {cell.get("cell_id"): cell for folder in folders for cell in folder.matrix.get("cells", [])
+               if isinstance(cell, dict)}
     views = []
     for cell_id, rows in frame.groupby("cell_id", sort=False):
         control = controls.get(cell_id)
         random_mask = None if control is None else random_mask_runs(frame, control)
         views.append(_cell_view(rows, table[table["cell_id"] == cell_id], winners[winners["cell_id"] == cell_id],
-                                records, random_mask))
+                                records, random_mask, entries.get(cell_id, {})))
     cells = [view for view in views if view.verdict_rows or view.figures]
+    training = {view.anchor: (entries.get(view.anchor.removeprefix("cell-")) or {}).get("training") or {}
+                for view in cells}
+    for stem in {view.stem for view in cells}:
+        sharing = [view for view in cells if view.stem == stem]
+        if len(sharing) < 2:
+            continue
+        keys = [key for key in dict.fromkeys(k for view in sharing for k in training[view.anchor])
+                if len({json.dumps(training[view.anchor].get(key)) for view in sharing}) > 1]
+        for view in sharing:
+            differs = "_".join(f"{key}-{_setting_value(training[view.anchor].get(key))}" for key in keys)
+            view.stem = f"{stem}_{slug(differs)[:STEM_LABEL]}" if differs else stem
+    stems = [view.stem for view in cells]
+    for view in cells:
+        if stems.count(view.stem) > 1:
+            view.stem = f"{view.stem}_{view.anchor.removeprefix('cell-')[:8]}"
+    return cells
+
+
+def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.DataFrame, *, winners: pd.DataFrame,
+                  controls: dict[Any, Any], sections: list[dict[str, str]], finding: str,
+                  report: Report, cells: list[CellView] | None = None) -> str:
+    """The whole report as one HTML string.
+
+    ``table``, ``winners`` and ``controls`` are the comparison table, its
+    winning-ticket marks and the random-mask controls of ``frame``;
+    ``finding`` is the one-line summary published in the report's metadata,
+    ``report`` the ``[report]`` settings the table was judged with;
+    ``cells`` the :func:`cell_views` when the caller has made them already.
+    """
+    if cells is None:
+        cells = cell_views(folders, frame, table, winners, controls)
     names = list(dict.fromkeys(str(f.matrix.get("benchmark", {}).get("name", f.path.name)) for f in folders))
     benchmarks = [f.matrix.get("benchmark") or {} for f in folders]
     published = {
@@ -275,6 +413,9 @@ def render_report(folders: list[ResultFolder], frame: pd.DataFrame, table: pd.Da
         title=", ".join(names),
         summary=_summary(folders, frame),
         cells=cells,
+        hyperparameters=hyperparameters(folders),
+        summary_metrics=SUMMARY_METRICS,
+        citation=FRANKLE_2019.citation,
         metric_titles=METRIC_TITLES,
         ticket=TICKET,
         failed=_problem_runs(frame, FAILURES),

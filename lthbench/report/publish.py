@@ -6,6 +6,7 @@ the index is rebuilt from the reports themselves and never goes stale.
 
 from __future__ import annotations
 
+import tempfile
 import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,13 +18,15 @@ from lthbench.config.parse import parse_report
 from lthbench.config.settings import Report
 from lthbench.errors import UserError
 from lthbench.registry import Registry
-from lthbench.report.html import (UNITS, environment, format_difference, format_percent, render_report, run_counts,
-                                  verdict_summary)
+from lthbench.report.html import (UNITS, CellView, cell_views, environment, format_difference, format_percent,
+                                  render_report, run_counts, verdict_summary)
 from lthbench.report.results import CSV_COLUMNS, ResultFolder, read_folder, tidy_frame
 from lthbench.report.stats import (ACCURACY, DENSE, INCONCLUSIVE, ITERATION, LEVEL, NOT_ENOUGH_SEEDS, OVERALL,
                                    UNTESTABLE, comparison_table, random_mask_controls, winning_tickets)
 
 META_PREFIX = "lthbench:"
+#: The report's file name in the first results folder when ``-o`` is not given.
+DEFAULT_REPORT = "report.html"
 INDEX_TEMPLATE = "index.html.j2"
 
 
@@ -100,34 +103,83 @@ def report_settings(folders: list[ResultFolder]) -> Report:
     return next(iter(settings.values()), Report())
 
 
-def report_command(results: list[str], output: str, csv: str | None, stats_csv: str | None, registry: Registry) -> int:
-    """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs asked for.
+def report_command(results: list[str], output: str | None, csv: str | None, stats_csv: str | None,
+                   registry: Registry, figures: str | None = None) -> int:
+    """``lthbench report``: load ``results`` folders, write the HTML report and the CSVs and figure files asked for.
 
-    It prints the run counts, the files written and, where verdicts are
-    inconclusive, what the seeds can detect (:func:`inconclusive_hints`).
+    ``output`` defaults to ``report.html`` in the first results folder.
+    ``figures`` is a folder for every figure as SVG, PNG and PDF
+    (:func:`write_figures`). It prints the run counts, the files written and,
+    where verdicts are inconclusive, what the seeds can detect
+    (:func:`inconclusive_hints`).
     """
     if not results:
         raise UserError("no results folder given; pass the output folder of 'lthbench run'")
+    if output is None:
+        output = str(Path(results[0]) / DEFAULT_REPORT)
     destinations = [("-o", output)] + [(option, path) for option, path in (("--csv", csv), ("--stats-csv", stats_csv))
                                        if path is not None]
     _check_destinations(destinations)
+    if figures is not None:
+        _check_figures_folder(figures)
     folders = [read_folder(path) for path in results]
     settings = report_settings(folders)
     frame = tidy_frame(folders)
     controls = random_mask_controls(frame)
     table = comparison_table(frame, controls, settings)
     winners = winning_tickets(table)
+    cells = cell_views(folders, frame, table, winners, controls)
     html = render_report(folders, frame, table, winners=winners, controls=controls, report=settings,
-                         sections=registry.report_sections(frame, table), finding=finding(table, winners))
+                         sections=registry.report_sections(frame, table), finding=finding(table, winners), cells=cells)
     writers = {"-o": lambda path: path.write_text(html, encoding="utf-8"),
                "--csv": lambda path: frame[CSV_COLUMNS].to_csv(path, index=False),
                "--stats-csv": lambda path: table.to_csv(path, index=False)}
     written = [_write(option, destination, writers[option]) for option, destination in destinations]
+    if figures is not None:
+        files = write_figures(cells, Path(figures))
+        written.append(f"{len(files)} figure files to {figures}")
     counts = ", ".join(f"{count} {status}" for status, count in run_counts(frame).items())
     print(f"{counts} runs; wrote {', '.join(written)}")
     for line in inconclusive_hints(table):
         print(line)
     return 0
+
+
+def write_figures(cells: list[CellView], folder: Path) -> list[Path]:
+    """Save every figure of the report as ``<experiment>_<pruner>[_<training>]-<kind>.svg`` / ``.png`` / ``.pdf``.
+
+    The names come from the cell (see :func:`lthbench.report.html.slug`) and
+    the figure's kind (``accuracy``, ``early-stop``, ``differences``,
+    ``curves``, ``layers``), so they stay the same from one report to the next.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for cell in cells:
+        for figure in cell.figures:
+            try:
+                paths += figure.save(folder, f"{cell.stem}-{figure.kind}")
+            except OSError as error:
+                raise UserError(f"--figures {folder}: cannot be written ({error.strerror or error})") from None
+    return paths
+
+
+def _check_figures_folder(destination: str) -> None:
+    """Refuse, before anything is written, a ``--figures`` folder that cannot be made or written into."""
+    path = Path(destination)
+    if not destination:
+        raise UserError("--figures: empty; give the folder to write the figures to")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--figures {destination}: is a file, not a folder")
+    existed = path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"--figures {destination}: cannot be written ({error.strerror or error})") from None
+    finally:
+        if not existed and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _check_destinations(destinations: list[tuple[str, str]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import pytest
 from helpers.synthetic_results import FAILURE, write_synthetic_results
 
 from lthbench.errors import UserError
-from lthbench.report.figures import metric_figure
+from lthbench.report.figures import figure_set, metric_figure
 from lthbench.report.html import (censoring_note, format_difference, format_margin, format_p, format_value,
                                   verdict_class, verdict_summary)
 from lthbench.report.publish import report_command
@@ -407,3 +408,87 @@ def test_browser_screenshot_and_dom(report, tmp_path):
     assert screenshot.stat().st_size > 10_000
     assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
     assert re.search(r"<title>(.*?)</title>", dom).group(1) == "synthetic: lottery-ticket benchmark report"
+
+
+#: Reads, after the page has laid out, how wide each table wrapper's content is against the wrapper, each summary
+#: card's content against the card, and the page's against the window (details opened first, so nothing hides).
+LAYOUT_PROBE = """(() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const page = document.documentElement;
+  const tables = [...document.querySelectorAll('.table-wrap')].map(wrap => ({
+    caption: (wrap.querySelector('caption') || wrap).textContent.trim().slice(0, 60),
+    scroll: wrap.scrollWidth, client: wrap.clientWidth,
+    right: wrap.querySelector('table').getBoundingClientRect().right}));
+  const cards = [...document.querySelectorAll('.card')].map(card => ({
+    text: card.textContent.trim(), scroll: card.scrollWidth, client: card.clientWidth}));
+  return JSON.stringify({tables, cards, page: {scroll: page.scrollWidth, client: page.clientWidth}});
+})()"""
+#: The printable width of an A4 page with 10 mm margins, in CSS pixels (96 per inch).
+A4_PRINT_WIDTH = round((210 - 20) / 25.4 * 96)
+
+
+def _overflows(layout: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every table wrapper or card whose content is wider than itself, and the page if it is wider than the window."""
+    wide = [box for box in layout["tables"] + layout["cards"] if box["scroll"] > box["client"] + 1]
+    wide += [box for box in layout["tables"] if box["right"] > layout["page"]["client"] + 1]
+    page = layout["page"]
+    return wide + ([{"page": page}] if page["scroll"] > page["client"] + 1 else [])
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A report with the widest tables the synthetic results give: three comparisons, a failed run, a long duration."""
+    root = tmp_path_factory.mktemp("wide")
+    results = write_synthetic_results(root / "results", random_control="random", experiment=INJECTED)
+    for path in results.glob("runs/*/record.json"):  # hours of training: the longest duration text of the cards
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "wall_time": 7000.0}))
+    assert report_command([str(results)], str(root / "report.html"), None, None, SectionPlugin()) == 0
+    return root / "report.html"
+
+
+@needs_chromium
+def test_no_table_or_card_overflows_at_1280_px_on_screen_or_in_print(wide_report, tmp_path):
+    browser = DevToolsPipe(tmp_path / "profile")
+    try:
+        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        browser.call("Page.enable", session)
+        browser.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1,
+                     mobile=False)
+        browser.call("Page.navigate", session, url=wide_report.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
+        screen = json.loads(browser.call("Runtime.evaluate", session, expression=LAYOUT_PROBE)["result"]["value"])
+        shot = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)["data"]
+        browser.call("Emulation.setEmulatedMedia", session, media="print")
+        browser.call("Emulation.setDeviceMetricsOverride", session, width=A4_PRINT_WIDTH, height=1000,
+                     deviceScaleFactor=1, mobile=False)
+        printed = json.loads(browser.call("Runtime.evaluate", session, expression=LAYOUT_PROBE)["result"]["value"])
+        pdf = browser.call("Page.printToPDF", session, paperWidth=210 / 25.4, paperHeight=297 / 25.4,
+                           marginTop=0.4, marginBottom=0.4, marginLeft=0.4, marginRight=0.4)["data"]
+    finally:
+        browser.close()
+    (tmp_path / "report-1280.png").write_bytes(base64.b64decode(shot))
+    assert (tmp_path / "report-1280.png").stat().st_size > 50_000
+    assert base64.b64decode(pdf).startswith(b"%PDF")
+    # the window's width, less a vertical scroll bar
+    assert 1280 - 20 <= screen["page"]["client"] <= 1280
+    assert A4_PRINT_WIDTH - 20 <= printed["page"]["client"] <= A4_PRINT_WIDTH
+    assert len(screen["tables"]) >= 12 and len(screen["cards"]) == 7  # every table of the report is measured
+    assert any(re.match(r"\d{3} h \d\d min", card["text"]) for card in screen["cards"])
+    assert _overflows(screen) == []
+    assert _overflows(printed) == []
+
+
+def test_legends_stand_clear_of_the_axes(report):
+    frame = load_results([report["results"]])
+    folder = read_folder(report["results"])
+    rows = frame[frame["cell_id"] == frame["cell_id"].iloc[0]]
+    for figure in figure_set(rows, folder.records, "legend-test"):
+        drawn = figure.figure
+        drawn.draw_without_rendering()
+        assert drawn.legends, figure.kind
+        for axis in drawn.axes:
+            assert axis.get_legend() is None
+            for legend in drawn.legends:
+                assert not legend.get_window_extent().overlaps(axis.get_window_extent()), figure.kind
