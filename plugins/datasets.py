@@ -40,7 +40,7 @@ def _from_torchvision(name: str, cls: type, root: Path, train: bool, download: b
     try:
         return cls(str(root), train=train, download=download)
     except (RuntimeError, OSError) as error:  # what torchvision raises for missing files and failed downloads
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = " ".join(str(error).split()) or type(error).__name__  # every line: the cause follows the first
         action = "download or read" if download else "read"
         raise DataNotFound(f"{name}: torchvision could not {action} it under {root} ({reason})") from error
 

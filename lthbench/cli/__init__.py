@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lthbench`` console script: run one subcommand; a user's error exits 2, Ctrl-C 130."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: matrix.json's history, the continue hint
     # Markup off: names and descriptions from plugins and configs print as written. Piped output (logs,
     # CI) gets wide lines instead of tables wrapped at 80 columns.
     console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)

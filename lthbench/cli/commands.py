@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -185,10 +186,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     try:
         counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
                             console=Console(quiet=True) if args.quiet else console,
-                            executor=executor, checkpoint_every=args.checkpoint_every, batch_trials=batch_trials)
+                            executor=executor, checkpoint_every=args.checkpoint_every, batch_trials=batch_trials,
+                            command=["lthbench", *args.argv])
     except KeyboardInterrupt:
         console.print(f"interrupted: finished runs and the latest checkpoints are kept in {benchmark.output}; "
-                      f"continue with: lthbench run {args.file}", highlight=False)
+                      f"continue with: {shlex.join(['lthbench', *args.argv])}", highlight=False)
         return 130
     return _print_summary(console, benchmark, counts, ws.store)
 
@@ -210,16 +212,20 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cells: dict[str, list] = {}
     for run in all_runs:
         cells.setdefault(run.cell_id, []).append(run)
-    unknown = 0
+    left_of: dict[str, int | None] = {}  # each run once: a dense run shared by cells is one run
     for runs in cells.values():
         cell = runs[0].cell
         counts = Counter(state[r.run_id] for r in runs)
-        left = [iterations_left(r, store, registry) for r in runs
+        left = [left_of.setdefault(r.run_id, iterations_left(r, store, registry)) for r in runs
                 if state[r.run_id] in (RunStatus.RUNNING, RunStatus.PENDING)]
-        unknown += left.count(None)
         table.add_row(cell.experiment, cell.pruner.label, cell.label or "-",
                       *(str(counts[s]) for s in STATUS_COLUMNS), f"{sum(n for n in left if n):,}")
     console.print(table)
+    totals = Counter(state.values())
+    unknown = list(left_of.values()).count(None)
+    console.print(f"{len(state)} training runs (a dense run shared by cells counted once): "
+                  + ", ".join(f"{totals[s]} {s}" for s in STATUS_COLUMNS)
+                  + f"; {sum(n for n in left_of.values() if n):,} training iterations left", highlight=False)
     if unknown:
         console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
                       "'iterations left'", highlight=False)
