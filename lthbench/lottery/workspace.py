@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +22,6 @@ class Workspace:
     data_root: Path
     download: bool
     device: torch.device
-
-
-def processor_name() -> str:
-    """The CPU's model as the kernel names it (``model name`` of ``/proc/cpuinfo``), else what ``platform`` says."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return " ".join(value.split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown processor"
 
 
 def processor_model() -> str:

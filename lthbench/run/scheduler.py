@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import socket
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -112,36 +111,10 @@ def matrix_description(benchmark: Benchmark, ws: Workspace) -> dict[str, Any]:
         "git_commit": git_commit(Path(benchmark.source).resolve().parent),
         "started": _now(),
         "finished": None,
-        "history": [],
         "cells": list(cells.values()),
         "runs": [{"run_id": r.run_id, "cell_id": r.cell_id, "seed": r.seed, "round": r.round,
                   "initializer": r.initializer_label, "depends_on": list(r.depends_on)} for r in runs],
     }
-
-
-def invocation(matrix: dict[str, Any], argv: list[str]) -> dict[str, Any]:
-    """One entry of ``matrix.json``'s ``history``: when this ``lthbench run`` started, where, with which code."""
-    return {"started": matrix["started"], "finished": None, "git_commit": matrix["git_commit"],
-            "versions": matrix["versions"], "argv": list(argv), "host": socket.gethostname()}
-
-
-def continue_matrix(matrix: dict[str, Any], previous: dict[str, Any] | None, argv: list[str]) -> dict[str, Any]:
-    """``matrix`` as this invocation writes it over ``previous``: the first start kept, this run added to the history.
-
-    A ``matrix.json`` written before the history existed counts as one
-    invocation (its start, finish, commit and versions; no command line).
-    """
-    current = invocation(matrix, argv)
-    history = []
-    if isinstance(previous, dict):
-        history = previous.get("history")
-        if not isinstance(history, list):
-            history = [{"started": previous.get("started"), "finished": previous.get("finished"),
-                        "git_commit": previous.get("git_commit"), "versions": previous.get("versions"),
-                        "argv": None, "host": None}] if previous.get("started") else []
-        if isinstance(previous.get("started"), str):
-            matrix = {**matrix, "started": previous["started"]}
-    return {**matrix, "history": [*history, current]}
 
 
 class WorkerDied(RuntimeError):
@@ -377,7 +350,7 @@ def fetch_data(benchmark: Benchmark, ws: Workspace) -> None:
 
 def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, console: Console | None = None,
                executor: Executor | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
-               batch_trials: int = 1, argv: list[str] | None = None) -> Counter:
+               batch_trials: int = 1, command: list[str] | None = None) -> Counter:
     """Run every run of the matrix that the store does not hold yet; return a count by status.
 
     ``executor`` defaults to training in this process on ``ws.device``, with
@@ -387,21 +360,18 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     with its traceback, and the runs that depend on it are blocked; every
     other chain goes on. ``retry_failed`` runs the failed runs again.
     Every data set is checked (and downloaded where allowed) first
-    (:func:`fetch_data`). ``matrix.json`` keeps the first start and adds this invocation (its
-    ``command`` line) to its history. On
+    (:func:`fetch_data`). ``matrix.json`` keeps the first start of the
+    matrix and gets this invocation (its ``command`` line) appended to its
+    ``history``; ``finished`` is the end of the last one. On
     ``KeyboardInterrupt`` the workers stop, finished records and the latest
     checkpoints stay, and the interrupt propagates.
-
-    Every data set is checked (and downloaded where allowed) first
-    (:func:`fetch_data`). ``matrix.json`` keeps the first start of the matrix and gets this
-    invocation (``argv``, default ``sys.argv``) appended to its ``history``;
-    ``finished`` is the end of the last one.
     """
     console = console or Console()
     executor = executor or InProcessExecutor(ws, checkpoint_every)
     runs = runs_to_train(benchmark)
-    matrix = continue_matrix(matrix_description(benchmark, ws), ws.store.matrix(),
-                             sys.argv if argv is None else argv)
+    fetch_data(benchmark, ws)
+    entry = invocation(benchmark, command)
+    matrix = with_history(matrix_description(benchmark, ws), ws.store.matrix(), entry)
     ws.store.write_matrix(matrix)
     tidy_store(runs, ws.store, retry_failed)
     board = RunBoard(runs, ws.store)
@@ -412,7 +382,7 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     finally:
         executor.shutdown()
         display.close()
-    matrix["finished"] = matrix["history"][-1]["finished"] = _now()
+    matrix["finished"] = entry["finished"] = _now()
     ws.store.write_matrix(matrix)
     records = [r for r in (ws.store.record(run.run_id) for run in runs) if r]
     ws.registry.matrix_finished(ws.store.root, records)

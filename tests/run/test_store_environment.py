@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lthbench.config.parse import load_benchmark
-from lthbench.lottery.workspace import Workspace, processor_name
+from lthbench.lottery.workspace import Workspace, processor_model
 from lthbench.run.scheduler import run_matrix
 from lthbench.store import Store, save_state
 from helpers import tiny_matrix
@@ -22,9 +22,10 @@ def write_matrix(folder):
 
 
 def run(path, registry, data_root, argv):
+    """Run the matrix in this process, as ``lthbench run`` given the command line ``argv``."""
     bench = load_benchmark(path, registry)
     ws = Workspace(registry, Store(bench.output), data_root, False, torch.device("cpu"))
-    return ws.store, run_matrix(bench, ws, argv=argv)
+    return ws.store, run_matrix(bench, ws, command=argv)
 
 
 @pytest.fixture
@@ -90,8 +91,8 @@ def test_a_record_names_the_processor_model_and_the_versions_of_what_computed_it
                                                                                   one_thread):
     store, _ = run(write_matrix(tmp_path), registry, data_root, ["lthbench", "run"])
     record = json.loads(next(store.root.glob("runs/*/record.json")).read_text())
-    assert record["device"] == f"cpu ({processor_name()})"
-    assert processor_name() not in ("", "x86_64", "aarch64")  # a model name, where the kernel gives one
+    assert record["device"] == f"cpu ({processor_model()})"
+    assert processor_model() not in ("", "x86_64", "aarch64")  # a model name, where the kernel gives one
     assert {"lthbench", "torch", "torchvision", "numpy", "scipy", "pandas"} <= set(record["versions"])
     import numpy
     import pandas
