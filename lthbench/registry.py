@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 from dataclasses import dataclass
@@ -52,6 +53,30 @@ class Entry(Generic[P]):
     def description(self) -> str:
         """The implementation's one-line description."""
         return type(self.implementation).description
+
+    @property
+    def parameters(self) -> list[dict[str, Any]]:
+        """The parameters of the implementation (its ``Params`` dataclass): name, type and default, in order.
+
+        A parameter without a default has ``required`` set; a ``Params`` that
+        is not a dataclass gives no parameters.
+        """
+        params = type(self.implementation).Params
+        if not dataclasses.is_dataclass(params):
+            return []
+        described = []
+        for f in dataclasses.fields(params):
+            if not f.init:
+                continue
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            if f.default is not dataclasses.MISSING:
+                default, required = f.default, False
+            elif f.default_factory is not dataclasses.MISSING:
+                default, required = f.default_factory(), False
+            else:
+                default, required = None, True
+            described.append({"name": f.name, "type": kind, "default": default, "required": required})
+        return described
 
 
 class Registry:

@@ -282,20 +282,23 @@ def cmd_index(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
-    """List every registered implementation."""
+    """List every registered implementation, with its parameters (name, type, default)."""
     from lthbench.registry import default_registry
 
     entries = default_registry().entries()
     rows = [{"kind": e.kind, "name": e.name, "distribution": e.distribution, "version": e.version,
-             "plugin": e.plugin, "description": e.description} for e in entries]
+             "plugin": e.plugin, "description": e.description, "parameters": e.parameters} for e in entries]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1, default=str))
         return 0
     table = Table(title="lthbench plugins")
-    for column in ("kind", "name", "distribution", "version", "description"):
+    for column in ("kind", "name", "distribution", "version", "description", "parameters"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["distribution"], row["version"], row["description"])
+        parameters = "\n".join(f"{p['name']}: {p['type']}" + ("" if p["required"] else f" = {p['default']!r}")
+                               for p in row["parameters"])
+        table.add_row(row["kind"], row["name"], row["distribution"], row["version"], row["description"],
+                      parameters or "-")
     console.print(table)
     return 0
 

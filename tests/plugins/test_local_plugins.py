@@ -92,3 +92,29 @@ def test_workers_load_the_plugin_and_every_evaluation_of_every_run_is_told_once(
         assert [call["iteration"] for call in told] == record["curves"]["iteration"] == [20, 40]
         for name in ("train_loss", "val_loss", "val_accuracy", "test_accuracy"):
             assert [call["metrics"][name] for call in told] == record["curves"][name]
+
+
+def test_plugins_shows_every_parameter_with_its_type_and_default(capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = {(row["kind"], row["name"]): row for row in json.loads(capsys.readouterr().out)}
+    assert rows["initializer", "rewind"]["parameters"] == [
+        {"name": "iteration", "type": "int", "default": 0, "required": False},
+        {"name": "epoch", "type": "float", "default": 0.0, "required": False}]
+    assert rows["pruner", "random"]["parameters"] == [
+        {"name": "like", "type": "str", "default": "layerwise_magnitude", "required": False}]
+    assert rows["initializer", "original"]["parameters"] == []
+    assert main(["plugins"]) == 0
+    assert "iteration: int = 0" in capsys.readouterr().out
+
+
+def test_plugins_imports_none_of_the_heavy_libraries():
+    """torchvision (its models import torch's compiler), timm, scipy, statsmodels, pandas, matplotlib: none."""
+    import subprocess
+    import sys
+
+    heavy = ["torchvision", "timm", "scipy", "statsmodels", "pandas", "matplotlib"]
+    code = ("import sys; from lthbench.cli import main; main(['plugins', '--json']); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "rewind" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "[]"
