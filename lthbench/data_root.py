@@ -61,17 +61,6 @@ def resolve_download(option: bool | None, setting: bool | None, root_named: bool
     return missing and not root_named
 
 
-def fetch(datasets: list, root: Path) -> None:
-    """Download both splits of each data set (:class:`lthbench.protocols.Dataset`) into ``root`` now.
-
-    ``lthbench run`` does this before any run starts, so that a failed
-    download is one error and worker processes never download side by side.
-    """
-    for dataset in datasets:
-        for train in (True, False):
-            dataset.load(root, train=train, download=True)
-
-
 def cache_dir(root: Path) -> Path:
     """A writable folder for files derived from the data under ``root``; not created here.
 

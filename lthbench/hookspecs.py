@@ -7,6 +7,11 @@ the ``lthbench`` entry-point group in your package's ``pyproject.toml``::
     [project.entry-points.lthbench]
     my_pruner = "my_package.plugin"
 
+or, to try it without packaging, load it by file or module name with
+``lthbench run --plugin path/to/plugin.py`` (``validate``, ``status`` and
+``plugins`` take it too; repeatable) or ``LTHBENCH_PLUGINS=a.py,pkg.mod``;
+worker processes load the same plugins.
+
 Registration hooks return the implementations a plugin provides; every
 plugin's answer is collected (none wins over another), and two
 implementations of the same kind with the same name are an error naming both
@@ -77,6 +82,23 @@ def lthbench_run_started(run: dict[str, Any]) -> None:
     ``run`` holds the run id, experiment, seed, round, pruner, initializer and
     resolved training settings. Return values are ignored. An exception fails
     this run only.
+    """
+
+
+@hookspec
+def lthbench_evaluation(run: dict[str, Any], iteration: int, metrics: dict[str, float]) -> None:
+    """Called at every evaluation of every training run (``eval_every`` iterations, and at the end).
+
+    ``run`` is the run's spec, as for :func:`lthbench_run_started`;
+    ``iteration`` the iterations trained so far; ``metrics`` holds
+    ``train_loss`` (the mean since the last evaluation), ``val_loss``,
+    ``val_accuracy`` and ``test_accuracy``, the values the record's curves
+    get. Runs that train together in one stacked step are called once each.
+    It is called in the process that trains the run (a worker process), and
+    only for evaluations trained there: a resumed run is not told again of
+    those before its checkpoint. Return values are ignored; an exception
+    fails the run. The TensorBoard logger (``lthbench_plugins.tensorboard``)
+    is a plugin of this hook.
     """
 
 

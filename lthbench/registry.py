@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from lthbench.protocols import Architecture, Dataset, Initializer, Plugin, Prune
 
 #: Set to any non-empty value to load only lthbench's own plugins.
 DISABLE_AUTOLOAD_ENV = "LTHBENCH_DISABLE_PLUGIN_AUTOLOAD"
+#: Comma-separated local plugins to load without packaging: files (``path/to/plugin.py``) or importable modules
+#: (``package.module``). ``--plugin`` adds to it for the command's duration, so worker processes load them too.
+PLUGINS_ENV = "LTHBENCH_PLUGINS"
 ENTRY_POINT_GROUP = "lthbench"
 BUILTIN_MODULES = (
     "lthbench_plugins.architectures",
@@ -49,6 +53,30 @@ class Entry(Generic[P]):
     def description(self) -> str:
         """The implementation's one-line description."""
         return type(self.implementation).description
+
+    @property
+    def parameters(self) -> list[dict[str, Any]]:
+        """The parameters of the implementation (its ``Params`` dataclass): name, type and default, in order.
+
+        A parameter without a default has ``required`` set; a ``Params`` that
+        is not a dataclass gives no parameters.
+        """
+        params = type(self.implementation).Params
+        if not dataclasses.is_dataclass(params):
+            return []
+        described = []
+        for f in dataclasses.fields(params):
+            if not f.init:
+                continue
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            if f.default is not dataclasses.MISSING:
+                default, required = f.default, False
+            elif f.default_factory is not dataclasses.MISSING:
+                default, required = f.default_factory(), False
+            else:
+                default, required = None, True
+            described.append({"name": f.name, "type": kind, "default": default, "required": required})
+        return described
 
 
 class Registry:
@@ -133,6 +161,12 @@ class Registry:
         """Tell observers a training run ended and its record is stored."""
         self.manager.hook.lthbench_run_finished(run=run, record=record)
 
+    def evaluation(self, run: dict[str, Any], iteration: int, metrics: dict[str, float]) -> None:
+        """Tell observers a training run was evaluated (skipped when no plugin listens)."""
+        hook = self.manager.hook.lthbench_evaluation
+        if hook.get_hookimpls():
+            hook(run=run, iteration=iteration, metrics=metrics)
+
     def matrix_finished(self, output: Any, records: list[dict[str, Any]]) -> None:
         """Tell observers the whole matrix has been worked through."""
         self.manager.hook.lthbench_matrix_finished(output=output, records=records)
@@ -192,15 +226,22 @@ def _own_version() -> str:
     return __version__
 
 
-def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
-    """Build a registry: entry points of the ``lthbench`` group, built-ins, then ``extra_plugins``."""
+def build_registry(extra_plugins: tuple[Any, ...] = (), sources: tuple[str, ...] = ()) -> Registry:
+    """Build a registry: entry points of the ``lthbench`` group, built-ins, then ``extra_plugins``.
+
+    ``sources`` names where each extra plugin came from (a local plugin's
+    file or module), shown as its distribution.
+    """
     manager = pluggy.PluginManager("lthbench")
     manager.add_hookspecs(hookspecs)
     origins: dict[str, tuple[str, str]] = {}
     _load_entry_points(manager, origins)
     _register_builtins(manager, origins)
     for index, plugin in enumerate(extra_plugins):
-        name = getattr(plugin, "__name__", f"extra-{index}")
+        source = sources[index] if index < len(sources) else None
+        name = source or getattr(plugin, "__name__", f"extra-{index}")
+        if manager.is_registered(plugin):
+            continue
         _register(manager, plugin, name, f"plugin {name!r}")
         origins[name] = ("local", "-")
     try:
@@ -213,7 +254,60 @@ def build_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
     return Registry(manager, origins)
 
 
-@cache
+def local_plugin_names(value: str | None = None) -> list[str]:
+    """The local plugins that ``value`` (default: ``$LTHBENCH_PLUGINS``) names, in order, empty entries dropped."""
+    value = os.environ.get(PLUGINS_ENV, "") if value is None else value
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def is_plugin_file(name: str) -> bool:
+    """Whether a local plugin is named by its file (``.py``, or a path) rather than as an importable module."""
+    return name.endswith(".py") or os.sep in name or "/" in name
+
+
+def load_local_plugin(name: str) -> Any:
+    """Import a local plugin: a Python file, or a module on ``sys.path``; :class:`PluginError` naming it if it fails."""
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    where = f"local plugin {name!r} (--plugin or ${PLUGINS_ENV})"
+    try:
+        if not is_plugin_file(name):
+            return importlib.import_module(name)
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise PluginError(f"{where}: no such file {path}")
+        module_name = f"lthbench_local_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+        if module_name in sys.modules:
+            return sys.modules[module_name]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        return module
+    except PluginError:
+        raise
+    except ModuleNotFoundError as error:
+        if error.name and name.startswith(error.name):
+            raise PluginError(f"{where}: no module named {error.name!r}; give a file path ending in .py, or a "
+                              "module importable in this Python environment") from None
+        raise PluginError(f"{where} failed to import: {type(error).__name__}: {error}") from error
+    except (Exception, SystemExit) as error:  # any failure of the plugin's own code
+        raise PluginError(f"{where} failed to import: {type(error).__name__}: {error}") from error
+
+
 def default_registry() -> Registry:
-    """The registry of everything installed, built once per process."""
-    return build_registry()
+    """The registry of everything installed plus the local plugins of ``$LTHBENCH_PLUGINS``, built once per value."""
+    return _registry_with(tuple(local_plugin_names()))
+
+
+@cache
+def _registry_with(local: tuple[str, ...]) -> Registry:
+    return build_registry(tuple(load_local_plugin(name) for name in local), local)

@@ -30,8 +30,8 @@ import io
 import json
 import math
 import os
+import secrets
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +44,8 @@ from lthbench.run.status import RECORDED, RunStatus
 
 #: ``errno`` values of a write that failed for lack of space: a full disk, a quota, a file-size limit.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: The mode files of the store are created with, before the user's umask is applied (as ``open`` does).
+FILE_MODE = 0o666
 
 
 class StoreError(UserError):
@@ -87,7 +89,7 @@ def open_append(path: Path) -> io.TextIOWrapper:
     """Open a text file of the store for appending lines, creating it; never through a symbolic link."""
     refuse_link(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
     except OSError as error:
         if error.errno == errno.ELOOP:
             refuse_link(path)
@@ -264,7 +266,7 @@ def _atomic_write(path: Path, write: Any) -> None:
     with signals_held():
         written = 0
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            fd, tmp = _create_temporary(path)
         except OSError as error:
             if error.errno in NO_SPACE:
                 raise no_space(error, path, 0) from None
@@ -284,6 +286,20 @@ def _atomic_write(path: Path, write: Any) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, created with the mode the user's umask gives (``mkstemp`` gives 0600).
+
+    Results are often shared in a group's folder: their files get the same
+    permissions as any other file the user creates.
+    """
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE), tmp
+        except FileExistsError:
+            continue
 
 
 def _pending(write: Any) -> int:

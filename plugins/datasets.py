@@ -15,18 +15,19 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import datasets
-from torchvision.datasets.utils import check_integrity, extract_archive
 
 from lthbench import hookimpl
 from lthbench.data_root import cache_dir
 from lthbench.errors import DataNotFound
 from lthbench.protocols import Dataset, TensorData
+
+if TYPE_CHECKING:
+    from torchvision import datasets
 
 HOW_TO_GET = (
     "set download = true in [benchmark] or pass --download, "
@@ -40,9 +41,21 @@ def _from_torchvision(name: str, cls: type, root: Path, train: bool, download: b
     try:
         return cls(str(root), train=train, download=download)
     except (RuntimeError, OSError) as error:  # what torchvision raises for missing files and failed downloads
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = " ".join(str(error).split()) or type(error).__name__  # every line: the cause follows the first
         action = "download or read" if download else "read"
         raise DataNotFound(f"{name}: torchvision could not {action} it under {root} ({reason})") from error
+
+
+class _Torchvision:
+    """A torchvision data set class, imported when first used (importing torchvision takes seconds)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type) -> type:
+        from torchvision import datasets
+
+        return getattr(datasets, self.name)
 
 
 class IdxDataset(Dataset):
@@ -84,6 +97,8 @@ class IdxDataset(Dataset):
 
     def _decompressed_copy(self, root: Path) -> Path:
         """Decompress the root's verified ``.gz`` files into the cache once; return the cache as torchvision root."""
+        from torchvision.datasets.utils import check_integrity, extract_archive
+
         copy_root = cache_dir(root)
         raw = self._raw(copy_root)
         raw.mkdir(parents=True, exist_ok=True)
@@ -130,7 +145,7 @@ class Mnist(IdxDataset):
 
     name = "mnist"
     description = "MNIST handwritten digits, 60000 + 10000 grey 28x28 (torchvision)"
-    torchvision_class = datasets.MNIST
+    torchvision_class = _Torchvision("MNIST")
     mean = (0.1307,)
     std = (0.3081,)
 
@@ -140,7 +155,7 @@ class FashionMnist(IdxDataset):
 
     name = "fashion-mnist"
     description = "Fashion-MNIST clothing, 60000 + 10000 grey 28x28 (torchvision)"
-    torchvision_class = datasets.FashionMNIST
+    torchvision_class = _Torchvision("FashionMNIST")
     mean = (0.2860,)
     std = (0.3530,)
 
@@ -150,7 +165,7 @@ class Cifar10(PickledCifar):
 
     name = "cifar10"
     description = "CIFAR-10, 50000 + 10000 RGB 32x32, 10 classes (torchvision)"
-    torchvision_class = datasets.CIFAR10
+    torchvision_class = _Torchvision("CIFAR10")
     num_classes = 10
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
@@ -161,7 +176,7 @@ class Cifar100(PickledCifar):
 
     name = "cifar100"
     description = "CIFAR-100, 50000 + 10000 RGB 32x32, 100 fine classes (torchvision)"
-    torchvision_class = datasets.CIFAR100
+    torchvision_class = _Torchvision("CIFAR100")
     num_classes = 100
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 
 from rich.console import Console
 
@@ -23,8 +26,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="let torchvision download missing data sets, or never (--no-download); default: only "
                        "into ~/.cache/lthbench/data when no data root is named and a data set is missing")
 
+    def plugin_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--plugin", "-p", action="append", default=[], metavar="FILE.py|MODULE",
+                       help="load a local plugin without packaging it (repeatable; adds to $LTHBENCH_PLUGINS)")
+
     run = sub.add_parser("run", help="run the matrix of a benchmark file (resumable)")
     run.add_argument("file")
+    plugin_option(run)
     data_options(run)
     run.add_argument("--device", help="override [benchmark].device: auto, cpu, cuda or cuda:N")
     run.add_argument("--output", help="override [benchmark].output")
@@ -45,10 +53,12 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a benchmark file and print its expanded matrix")
     validate.add_argument("file")
+    plugin_option(validate)
     data_options(validate)
 
     status = sub.add_parser("status", help="show which runs of a benchmark are done, failed, blocked or pending")
     status.add_argument("file")
+    plugin_option(status)
     status.add_argument("--output", help="override [benchmark].output")
 
     report = sub.add_parser("report", help="write an HTML report with statistics from result folders")
@@ -73,17 +83,43 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list installed pruners, initializers, architectures and data sets")
     plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugin_option(plugins)
     return parser
+
+
+@contextlib.contextmanager
+def local_plugins(names: list[str]) -> Iterator[None]:
+    """Add ``--plugin`` names to ``$LTHBENCH_PLUGINS`` while a command runs: its worker processes inherit them.
+
+    Files are made absolute, so that a worker finds them whatever its folder.
+    """
+    from lthbench.registry import PLUGINS_ENV, is_plugin_file
+
+    if not names:
+        yield
+        return
+    before = os.environ.get(PLUGINS_ENV)
+    given = [os.path.abspath(os.path.expanduser(n)) if is_plugin_file(n) else n for n in names]
+    os.environ[PLUGINS_ENV] = ",".join([*filter(None, [before]), *given])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PLUGINS_ENV, None)
+        else:
+            os.environ[PLUGINS_ENV] = before
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lthbench`` console script: run one subcommand; a user's error exits 2, Ctrl-C 130."""
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: matrix.json's history, the continue hint
     # Markup off: names and descriptions from plugins and configs print as written. Piped output (logs,
     # CI) gets wide lines instead of tables wrapped at 80 columns.
     console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
     try:
-        return COMMANDS[args.command](args, console)
+        with local_plugins(getattr(args, "plugin", [])):
+            return COMMANDS[args.command](args, console)
     except UserError as error:
         print(f"lthbench: error: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -31,14 +32,13 @@ def _load(args: argparse.Namespace):
     return registry, load_benchmark(args.file, registry)
 
 
-def _data(args: argparse.Namespace, benchmark, registry, console: Console, download_now: bool = False
-          ) -> tuple[Path, bool]:
+def _data(args: argparse.Namespace, benchmark, registry, console: Console) -> tuple[Path, bool]:
     """The data root and whether torchvision may download into it; a missing data set it may not fetch exits 2.
 
-    With ``download_now``, missing data sets that may be downloaded are downloaded here.
+    ``run`` downloads what is missing before any run starts (:func:`lthbench.run.scheduler.fetch_data`).
     """
     from lthbench.config.parse import check_data, missing_data
-    from lthbench.data_root import data_root_named, fetch, resolve_data_root, resolve_download
+    from lthbench.data_root import data_root_named, resolve_data_root, resolve_download
 
     root = resolve_data_root(args.data_root, benchmark.data_root)
     missing = missing_data(benchmark, registry, root)
@@ -48,8 +48,6 @@ def _data(args: argparse.Namespace, benchmark, registry, console: Console, downl
     if missing and download:
         console.print(f"{', '.join(missing)}: not in {root}; torchvision downloads it there on first use "
                       "(--no-download to forbid)", highlight=False)
-        if download_now:
-            fetch([registry.dataset(name) for name in missing], root)
     return root, download
 
 
@@ -183,7 +181,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         benchmark = dataclasses.replace(benchmark, device=args.device)
     if args.output:
         benchmark = dataclasses.replace(benchmark, output=args.output)
-    root, download = _data(args, benchmark, registry, console, download_now=True)
+    root, download = _data(args, benchmark, registry, console)
     devices = _worker_devices(args, benchmark)
     slots = worker_slots(devices, args.jobs_per_device, args.jobs)
     on_gpu = any(d.startswith("cuda") for d in devices)
@@ -197,10 +195,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     try:
         counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
                             console=Console(quiet=True) if args.quiet else console,
-                            executor=executor, checkpoint_every=args.checkpoint_every, batch_trials=batch_trials)
+                            executor=executor, checkpoint_every=args.checkpoint_every, batch_trials=batch_trials,
+                            command=["lthbench", *args.argv])
     except KeyboardInterrupt:
         console.print(f"interrupted: finished runs and the latest checkpoints are kept in {benchmark.output}; "
-                      f"continue with: lthbench run {args.file}", highlight=False)
+                      f"continue with: {shlex.join(['lthbench', *args.argv])}", highlight=False, soft_wrap=True)  # copyable: one line
         return 130
     return _print_summary(console, benchmark, counts, ws.store)
 
@@ -222,16 +221,20 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cells: dict[str, list] = {}
     for run in all_runs:
         cells.setdefault(run.cell_id, []).append(run)
-    unknown = 0
+    left_of: dict[str, int | None] = {}  # each run once: a dense run shared by cells is one run
     for runs in cells.values():
         cell = runs[0].cell
         counts = Counter(state[r.run_id] for r in runs)
-        left = [iterations_left(r, store, registry) for r in runs
+        left = [left_of.setdefault(r.run_id, iterations_left(r, store, registry)) for r in runs
                 if state[r.run_id] in (RunStatus.RUNNING, RunStatus.PENDING)]
-        unknown += left.count(None)
         table.add_row(cell.experiment, cell.pruner.label, cell.label or "-",
                       *(str(counts[s]) for s in STATUS_COLUMNS), f"{sum(n for n in left if n):,}")
     console.print(table)
+    totals = Counter(state.values())
+    unknown = list(left_of.values()).count(None)
+    console.print(f"{len(state)} training runs (a dense run shared by cells counted once): "
+                  + ", ".join(f"{totals[s]} {s}" for s in STATUS_COLUMNS)
+                  + f"; {sum(n for n in left_of.values() if n):,} training iterations left", highlight=False)
     if unknown:
         console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
                       "'iterations left'", highlight=False)
@@ -289,20 +292,23 @@ def cmd_index(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
-    """List every registered implementation."""
+    """List every registered implementation, with its parameters (name, type, default)."""
     from lthbench.registry import default_registry
 
     entries = default_registry().entries()
     rows = [{"kind": e.kind, "name": e.name, "distribution": e.distribution, "version": e.version,
-             "plugin": e.plugin, "description": e.description} for e in entries]
+             "plugin": e.plugin, "description": e.description, "parameters": e.parameters} for e in entries]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1, default=str))
         return 0
     table = Table(title="lthbench plugins")
-    for column in ("kind", "name", "distribution", "version", "description"):
+    for column in ("kind", "name", "distribution", "version", "description", "parameters"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["kind"], row["name"], row["distribution"], row["version"], row["description"])
+        parameters = "\n".join(f"{p['name']}: {p['type']}" + ("" if p["required"] else f" = {p['default']!r}")
+                               for p in row["parameters"])
+        table.add_row(row["kind"], row["name"], row["distribution"], row["version"], row["description"],
+                      parameters or "-")
     console.print(table)
     return 0
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from lthbench.lottery.prepare import PreparedRun, construct, load_data, prepare_run, save_run_tensors
-from lthbench.lottery.record import make_record
+from lthbench.lottery.record import make_record, run_description
 from lthbench.lottery.workspace import Workspace
 from lthbench.run.plan import RunSpec
 from lthbench.store import Record, content_hash
@@ -101,7 +101,13 @@ def _train_together(runs: list[PreparedRun], start: int, ws: Workspace, checkpoi
     points = frozenset().union(*(run.rewind_points for run in runs))
     training = runs[0].spec.cell.training
     stack = make_stack([r.network.module for r in runs], [r.masks for r in runs], training.precision)
-    hooks = TrainingHooks(checkpointer, report, log, Snapshots(points, save_rewind_state) if points else None)
+    described = [run_description(run.spec) for run in runs]
+
+    def evaluated(index: int, iteration: int, metrics: dict[str, float]) -> None:
+        ws.registry.evaluation(described[index], iteration, metrics)
+
+    hooks = TrainingHooks(checkpointer, report, log, Snapshots(points, save_rewind_state) if points else None,
+                          evaluated)
     return train(stack, [r.data for r in runs], training, start=start, hooks=hooks)
 
 

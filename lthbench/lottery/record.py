@@ -73,7 +73,7 @@ def failure_record(spec: RunSpec, error: BaseException) -> Record:
         "iterations": None,
         "wall_time": None,
         "device": None,
-        "versions": None,
+        "versions": library_versions(),
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(error)),
     }

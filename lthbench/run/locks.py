@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lthbench.store import NO_SPACE, no_space, refuse_link
+from lthbench.store import FILE_MODE, NO_SPACE, no_space, refuse_link
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -87,7 +87,7 @@ def is_alive(holder: dict[str, Any]) -> bool:
 def _create(path: Path) -> bool:
     """Create the lock (``O_EXCL`` fails on any existing entry, a symbolic link too); whether this process did."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
     except FileExistsError:
         return False
     except OSError as error:
@@ -109,7 +109,7 @@ def _create(path: Path) -> bool:
 def _open_mutex(path: Path) -> int:
     refuse_link(path)
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
     except OSError as error:
         if error.errno == errno.ELOOP:
             refuse_link(path)

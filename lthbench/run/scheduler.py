@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from lthbench.config.settings import Benchmark
+from lthbench.errors import DataNotFound
 from lthbench.lottery.execute import batch_key
 from lthbench.lottery.record import failure_record
 from lthbench.lottery.workspace import Workspace, device_label, library_versions
@@ -54,6 +56,31 @@ def git_commit(path: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def invocation(benchmark: Benchmark, command: list[str] | None) -> dict[str, Any]:
+    """One entry of ``matrix.json``'s ``history``: when, with which code and libraries, how and where it ran."""
+    return {"started": _now(), "finished": None, "git_commit": git_commit(Path(benchmark.source).resolve().parent),
+            "versions": library_versions(), "argv": command, "host": socket.gethostname()}
+
+
+def with_history(matrix: dict[str, Any], previous: Any, entry: dict[str, Any]) -> dict[str, Any]:
+    """``matrix`` as this invocation writes it over the stored ``previous`` one (``None``, or an older layout).
+
+    ``started`` stays the first invocation's and ``history`` lists every
+    invocation, this one last; a ``matrix.json`` written before the history
+    existed gives its own start, finish, commit and versions as the first
+    entry (without a command line or host, which it did not keep).
+    """
+    history: list[dict[str, Any]] = []
+    if isinstance(previous, dict):
+        history = [h for h in previous.get("history") or [] if isinstance(h, dict)]
+        if not history and previous.get("started"):
+            history = [{"started": previous.get("started"), "finished": previous.get("finished"),
+                        "git_commit": previous.get("git_commit"), "versions": previous.get("versions"),
+                        "argv": None, "host": None}]
+    history.append(entry)
+    return {**matrix, "started": history[0]["started"], "finished": matrix.get("finished"), "history": history}
 
 
 def matrix_description(benchmark: Benchmark, ws: Workspace) -> dict[str, Any]:
@@ -136,17 +163,25 @@ def failure_lines(runs: list[RunSpec], store: Store) -> list[str]:
     return lines
 
 
+def data_failure(record: dict[str, Any] | None) -> bool:
+    """Whether a failed record holds a data set that was missing or failed to download, not a failure of its run."""
+    return bool(record) and str(record.get("error") or "").startswith(f"{DataNotFound.__name__}: ")
+
+
 def tidy_store(runs: list[RunSpec], store: Store, retry_failed: bool) -> None:
     """Prepare the store for a run of the matrix: forget failed runs to retry them, clear what killed trainers left.
 
     With ``retry_failed`` the records of failed runs are deleted, so that
-    they run again. A recorded run whose lock is stale lost its trainer
+    they run again. Runs that older versions recorded failed for want of
+    their data (:func:`data_failure`) run again in any case: the data is
+    checked before any run starts now, so such a record says nothing about
+    the run. A recorded run whose lock is stale lost its trainer
     between the record and the clean-up: its lock, checkpoints and temporary
     files go.
     """
     for run in runs:
         status = store.status(run.run_id)
-        if status == RunStatus.FAILED and retry_failed:
+        if status == RunStatus.FAILED and (retry_failed or data_failure(store.record(run.run_id))):
             store.delete_record(run.run_id)
         elif status is not None and locks.clear_stale(store.lock_path(run.run_id)):
             store.remove_leftovers(run.run_id)
@@ -289,9 +324,33 @@ def _work_through(board: RunBoard, executor: Executor, grouper: Grouper, display
             display.finished(run, Outcome(run.run_id, record["status"], record.get("error")), record)
 
 
+def fetch_data(benchmark: Benchmark, ws: Workspace) -> None:
+    """Make sure every data set of the matrix is there before any run starts, downloading it where allowed.
+
+    A data set that is missing (and may not be downloaded) or whose download
+    fails raises :class:`DataNotFound`, naming the benchmark file and the
+    data set, with the underlying cause in full: a problem of the data is
+    the user's to fix, not a failure of the runs that would read it.
+    """
+    from lthbench.config.parse import check_dataset
+
+    for name in sorted({cell.dataset.name for cell in benchmark.cells}):
+        dataset = ws.registry.dataset(name)
+        try:
+            try:
+                check_dataset(dataset, ws.data_root, False)
+            except DataNotFound:
+                if not ws.download:
+                    raise
+                for train in (True, False):
+                    dataset.load(ws.data_root, train, True)
+        except DataNotFound as error:
+            raise DataNotFound(f"{benchmark.source}: dataset {name!r}: {error}") from None
+
+
 def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, console: Console | None = None,
                executor: Executor | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
-               batch_trials: int = 1) -> Counter:
+               batch_trials: int = 1, command: list[str] | None = None) -> Counter:
     """Run every run of the matrix that the store does not hold yet; return a count by status.
 
     ``executor`` defaults to training in this process on ``ws.device``, with
@@ -299,14 +358,20 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     ``batch_trials`` runs that can train together are submitted as one group
     (1: every run alone). A run whose plugin raises is recorded as failed
     with its traceback, and the runs that depend on it are blocked; every
-    other chain goes on. ``retry_failed`` runs the failed runs again. On
+    other chain goes on. ``retry_failed`` runs the failed runs again.
+    Every data set is checked (and downloaded where allowed) first
+    (:func:`fetch_data`). ``matrix.json`` keeps the first start of the
+    matrix and gets this invocation (its ``command`` line) appended to its
+    ``history``; ``finished`` is the end of the last one. On
     ``KeyboardInterrupt`` the workers stop, finished records and the latest
     checkpoints stay, and the interrupt propagates.
     """
     console = console or Console()
     executor = executor or InProcessExecutor(ws, checkpoint_every)
     runs = runs_to_train(benchmark)
-    matrix = matrix_description(benchmark, ws)
+    fetch_data(benchmark, ws)
+    entry = invocation(benchmark, command)
+    matrix = with_history(matrix_description(benchmark, ws), ws.store.matrix(), entry)
     ws.store.write_matrix(matrix)
     tidy_store(runs, ws.store, retry_failed)
     board = RunBoard(runs, ws.store)
@@ -317,7 +382,7 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     finally:
         executor.shutdown()
         display.close()
-    matrix["finished"] = _now()
+    matrix["finished"] = entry["finished"] = _now()
     ws.store.write_matrix(matrix)
     records = [r for r in (ws.store.record(run.run_id) for run in runs) if r]
     ws.registry.matrix_finished(ws.store.root, records)

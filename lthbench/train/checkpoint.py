@@ -91,3 +91,5 @@ class TrainingHooks:
     log: Callable[[str], None] = field(default=_ignore)
     #: The iterations whose weights to hand out (a dense run's rewinding points), if any.
     snapshots: Snapshots | None = None
+    #: ``(model index, iteration, metrics)`` at every evaluation of every model that has not diverged before it.
+    on_evaluation: Callable[[int, int, dict[str, float]], None] = field(default=_ignore)

@@ -126,6 +126,8 @@ def _evaluate(stack: Stack, batches: Batches, progress: _Progress, done: int, to
         curves.val_accuracy.append(val_accuracy[i])
         curves.test_accuracy.append(test_accuracy[i])
         progress.diverged[i] = not (math.isfinite(train_loss[i]) and math.isfinite(val_loss[i]))
+        hooks.on_evaluation(i, done, {"train_loss": train_loss[i], "val_loss": val_loss[i],
+                                      "val_accuracy": val_accuracy[i], "test_accuracy": test_accuracy[i]})
     if stack.count == 1:  # a group's runs share one log line per event, so evaluations go to their records only
         hooks.log(f"iteration {done}/{total}: train loss {train_loss[0]:.4f}, val loss {val_loss[0]:.4f}, "
                   f"val accuracy {val_accuracy[0]:.4f}, test accuracy {test_accuracy[0]:.4f}")

@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
 
 from lthbench.protocols import ChannelGroup, Network
 
@@ -27,6 +26,9 @@ class CifarResNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], depths: tuple[int, ...], num_classes: int):
+        # imported here: torchvision's models take seconds to import, which listing the plugins must not pay
+        from torchvision.models.resnet import BasicBlock, conv1x1, conv3x3
+
         super().__init__()
         self.conv1 = conv3x3(in_channels, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])

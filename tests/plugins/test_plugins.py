@@ -242,7 +242,7 @@ def test_a_raising_or_malformed_plugin_is_one_error_naming_it():
 def test_every_hook_is_typed_documented_and_in_the_readme():
     readme = (REPO / "README.md").read_text()
     hooks = [f for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("lthbench_")]
-    assert len(hooks) == 8
+    assert len(hooks) == 9  # lthbench_evaluation added
     for hook in hooks:
         assert hook.__doc__ and "Called" in hook.__doc__, hook.__name__
         assert "return" in hook.__annotations__, hook.__name__

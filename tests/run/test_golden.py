@@ -104,6 +104,7 @@ def test_a_matrix_run_now_writes_the_records_the_previous_release_wrote(options,
         "layerwise_magnitude": None, "random": "layerwise_magnitude"}
     for description in (matrix, golden):
         description.pop("versions")
+        description.pop("history", None)  # added since: one entry per invocation of lthbench run
         description["benchmark"].pop("device")
     assert matrix == golden
 
@@ -138,7 +139,9 @@ def test_a_store_written_by_the_previous_release_is_read_by_run_status_and_repor
     assert "golden: 26 done" in capsys.readouterr().out
     after = {p.relative_to(store): p.read_bytes() for p in store.rglob("*") if p.is_file() and p.name != "matrix.json"}
     assert after == files  # no tensors, logs, locks or checkpoints; every record byte for byte
-    assert json.loads((store / "matrix.json").read_text())["finished"]
+    matrix = json.loads((store / "matrix.json").read_text())
+    assert matrix["finished"] and matrix["started"] == "2000-01-01T00:00:00+00:00"  # the first start is kept
+    assert [entry["argv"] is None for entry in matrix["history"]] == [True, False]  # the old file, then this run
 
     assert main(["status", str(path)]) == 0
     rows = status_rows(capsys.readouterr().out)

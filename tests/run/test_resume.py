@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -156,11 +157,14 @@ def test_ctrl_c_stops_with_exit_130_keeping_the_checkpoint_and_leaving_no_lock(t
     monkeypatch.setenv("LTHBENCH_DATA", str(data_root))
     path = write_matrix(tmp_path, iterations=2000)
     out = tmp_path / "out"
-    process = lthbench_run(path, "--checkpoint-every", "20", "--quiet", *workers)
+    options = ["--data-root", f"{data_root}", "--checkpoint-every", "20", "--quiet", *workers]
+    process = lthbench_run(path, *options)
     kill_when(process, lambda: any(out.glob("runs/*/checkpoint.pt")), signal_number=signal.SIGINT)
     output = process.stdout.read().decode()
     assert process.returncode == 130, output
-    assert "continue with: lthbench run" in output and "Traceback" not in output
+    assert "Traceback" not in output
+    # the command as typed, every option kept, quoted for the shell
+    assert f"continue with: {shlex.join(['lthbench', 'run', str(path), *options])}" in output
     assert list(out.glob("runs/*/checkpoint.pt")) and not list(out.glob("runs/*/record.json"))
     assert not list(out.glob("runs/*/lock"))
 
