@@ -151,10 +151,11 @@ def test_a_recorded_runs_leftovers_go_once_its_trainer_is_dead(tmp_path, registr
     assert board.state[dense.run_id] == "done" and store.record(dense.run_id)["status"] == "done"
 
 
-def test_worker_slots_share_the_cores_and_put_k_workers_on_each_gpu():
-    cores = os.cpu_count()
-    assert worker_slots(["cpu"], 3, 1) == [("cpu", 0)]
+def test_worker_slots_share_the_usable_cores_and_put_k_workers_on_each_gpu():
+    cores = len(os.sched_getaffinity(0))
+    assert worker_slots(["cpu"], 3, 1) == [("cpu", cores)]
     assert worker_slots(["cpu"], 1, 2) == [("cpu", max(1, cores // 2))] * 2
+    assert worker_slots(["cpu"], 1, 2, threads=3) == [("cpu", 3)] * 2
     assert [d for d, _ in worker_slots(["cuda:0", "cuda:1"], 2, 4)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
 
 
