@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a benchmark file and print its expanded matrix")
     validate.add_argument("file")
     data_options(validate)
+    validate.add_argument("--no-probe", action="store_true",
+                          help="skip the short training probe that estimates the matrix's time")
 
     status = sub.add_parser("status", help="show which runs of a benchmark are done, failed, blocked or pending")
     status.add_argument("file")

@@ -54,6 +54,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     The runs are counted chain by chain, keeping only their ids, so the
     whole plan is never held at once.
     """
+    from lthbench.run.estimate import PROBE_STEPS, probe
     from lthbench.run.plan import chain_runs, iterations_per_epoch, start_iteration, training_length
 
     registry, benchmark = _load(args)
@@ -85,7 +86,30 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if epochs:
         console.print(f"plus {epochs:g} epochs in runs configured by epochs", highlight=False)
     console.print(f"data root: {root}; output: {benchmark.output}", highlight=False)
+    if not args.no_probe and iterations:
+        _print_estimate(console, benchmark, iterations, lambda: (
+            probe(benchmark, registry, root, args.download or benchmark.download),
+            f"measured by a probe of {PROBE_STEPS} iterations of {benchmark.cells[0].architecture.label}"))
     return 0
+
+
+def _print_estimate(console: Console, benchmark, iterations: int, fallback) -> None:
+    """Print the time ``iterations`` will take: from the store's finished runs, else from ``fallback()``.
+
+    ``fallback`` returns (seconds per iteration, where that comes from), or ``None`` for no estimate.
+    """
+    from lthbench.run.estimate import estimate_line, from_records, parallel_jobs
+    from lthbench.store import Store
+
+    store = Store(benchmark.output)
+    measured = from_records(store.record(path.parent.name) for path in store.root.glob("runs/*/record.json"))
+    if measured is not None:
+        seconds, runs = measured
+        found = (seconds, f"from the times of {runs} finished runs")
+    else:
+        found = fallback()
+    if found is not None:
+        console.print(estimate_line(iterations, found[0], parallel_jobs(benchmark), found[1]), highlight=False)
 
 
 def _check_output_option(output: str | None) -> None:
@@ -196,6 +220,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Per cell: runs done, running, failed, blocked and pending, and the training iterations left."""
+    import dataclasses
+
     from lthbench.run.plan import cell_runs
     from lthbench.run.scheduler import iterations_left, statuses
     from lthbench.store import Store
@@ -211,16 +237,20 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cells: dict[str, list] = {}
     for run in all_runs:
         cells.setdefault(run.cell_id, []).append(run)
-    unknown = 0
+    unknown, left_all = 0, []
     for runs in cells.values():
         cell = runs[0].cell
         counts = Counter(state[r.run_id] for r in runs)
         left = [iterations_left(r, store, registry) for r in runs
                 if state[r.run_id] in (RunStatus.RUNNING, RunStatus.PENDING)]
         unknown += left.count(None)
+        left_all += left
         table.add_row(cell.experiment, cell.pruner.label, cell.label or "-",
                       *(str(counts[s]) for s in STATUS_COLUMNS), f"{sum(n for n in left if n):,}")
     console.print(table)
+    total_left = sum(n for n in left_all if n)
+    if total_left:
+        _print_estimate(console, dataclasses.replace(benchmark, output=str(store.root)), total_left, lambda: None)
     if unknown:
         console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
                       "'iterations left'", highlight=False)
