@@ -42,19 +42,23 @@ def _parser() -> argparse.ArgumentParser:
                      "(default: every visible GPU, else the CPU)")
     run.add_argument("--jobs-per-device", type=int, default=1, metavar="K",
                      help="worker processes per GPU, for small networks (default 1)")
-    run.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="worker processes on the CPU; they share its cores (default 1)")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="worker processes on the CPU; they share its cores (default: one per usable core, at most 8)")
+    run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per worker (default: "
+                     "[benchmark].threads, else the usable cores divided among the workers)")
     run.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                      help="save a resumable checkpoint every N training iterations; 0 = never (default 1000)")
     run.add_argument("--batch-trials", type=int, metavar="N",
                      help="train up to N pruned runs of one architecture and training setup together in one "
-                     "batched step (one checkpoint for the group); 1 = off (default: 1 on the CPU; on a GPU as "
+                     "batched step (one checkpoint for the group); 1 = off (default: 4 on the CPU; on a GPU as "
                      "many as half of its free memory holds, at most 64)")
 
     validate = sub.add_parser("validate", help="check a benchmark file and print its expanded matrix")
     validate.add_argument("file")
     plugin_option(validate)
     data_options(validate)
+    validate.add_argument("--no-probe", action="store_true",
+                          help="skip the short training probe that estimates the matrix's time")
 
     status = sub.add_parser("status", help="show which runs of a benchmark are done, failed, blocked or pending")
     status.add_argument("file")
@@ -77,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=4, help="DataLoader workers of the reference loop")
     bench.add_argument("--trials", type=int, help="models of the batched side (default: 32 on a GPU, 4 on a CPU)")
     bench.add_argument("--json", help="also write the measurements to this JSON file")
+    bench.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: every usable core)")
+    bench.add_argument("--contend", action="store_true", help="keep one other process busy beside the measurements")
+    bench.add_argument("--chains", metavar="K,...", help="CPU only: also measure chains x threads with stacks of "
+                       "K models, e.g. 1,4,8 (one process per chain)")
 
     index = sub.add_parser("index", help="write index.html listing every report in a folder")
     index.add_argument("folder", nargs="?", default="reports")

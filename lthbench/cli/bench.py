@@ -12,10 +12,14 @@ taken over the timed steps only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,8 @@ from torchvision.transforms import v2
 from lthbench.config.settings import Training
 from lthbench.masks import full_masks
 from lthbench.protocols import Network
-from lthbench.registry import Registry
+from lthbench.registry import Registry, default_registry
+from lthbench.run.threads import apply_threads, usable_cores
 from lthbench.train.checkpoint import TrainingHooks
 from lthbench.train.data import SeedTag, prepare, seeded_generator
 from lthbench.train.loop import train
@@ -125,7 +130,7 @@ def lthbench_loop(registry: Registry, arch_name: str, training: Training, data_r
     data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
     network = _network(registry, arch_name, 0, device)
     masks = full_masks(network)
-    clock = _Clock(device, warmup, steps)
+    clock = Clock(device, warmup, steps)
     _reset_memory(device)
     stack = make_stack([network.module], [masks], training.precision)
     train(stack, [data], clock.training(training), hooks=clock.hooks())
@@ -143,14 +148,14 @@ def batched_loop(registry: Registry, arch_name: str, training: Training, data_ro
         return None
     data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
     masks = [full_masks(n) for n in networks]
-    clock = _Clock(device, warmup, steps)
+    clock = Clock(device, warmup, steps)
     _reset_memory(device)
     stack = make_stack([n.module for n in networks], masks, training.precision)
     train(stack, [data] * trials, clock.training(training), hooks=clock.hooks())
     return clock.measurement(training.batch_size, trials)
 
 
-class _Clock:
+class Clock:
     """Times a trainer from the end of step ``warmup`` to the end of step ``warmup + steps`` (after a device sync).
 
     It is read through the trainer's progress hook, so neither start-up nor
@@ -213,4 +218,89 @@ def bench_command(registry: Registry, data_root: Path, device: torch.device, mod
                      "reference": vars(reference), "lthbench": vars(ours), "ratio": ratio,
                      "batched": vars(batched) if batched else None, "trials": trials,
                      "batched_ratio": batched_ratio})
+    return rows
+
+
+def _busy() -> None:
+    """One competing process: a pure-Python loop that keeps one core busy until terminated."""
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def contention(busy: bool) -> Iterator[None]:
+    """With ``busy``, one other process keeps one core busy while the block runs (``--contend``)."""
+    if not busy:
+        yield
+        return
+    process = multiprocessing.get_context("spawn").Process(target=_busy, daemon=True)
+    process.start()
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.join()
+
+
+def _chain(arch_name: str, data_root: Path, threads: int, trials: int, warmup: int, steps: int,
+           start: Any, results: Any) -> None:
+    """One parallel chain of the chains table (a spawned process): ``trials`` models stacked, timed like the others."""
+    apply_threads(threads)
+    registry = default_registry()
+    dataset_name, batch, optimizer = CASES[arch_name]
+    training = Training(batch_size=batch, validation_size=1000, test_subset=1000, **optimizer)
+    device = torch.device("cpu")
+    data = prepare(registry.dataset(dataset_name), data_root, False, training, 0, device)
+    networks = [_network(registry, arch_name, seed, device) for seed in range(trials)]
+    clock = Clock(device, warmup, steps)
+    stack = make_stack([n.module for n in networks], [full_masks(n) for n in networks], training.precision)
+    start.wait()  # every chain of a configuration trains at the same time
+    train(stack, [data] * trials, clock.training(training), hooks=clock.hooks())
+    results.put(clock.measurement(batch, trials).steps_per_second)
+
+
+def chains_and_threads(arch_name: str, data_root: Path, jobs: int, threads: int, trials: int, warmup: int,
+                       steps: int) -> float:
+    """Model-steps per second of ``jobs`` processes at once, each with ``threads`` threads and a stack of ``trials``."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(jobs), context.Queue()
+    processes = [context.Process(target=_chain, args=(arch_name, data_root, threads, trials, warmup, steps,
+                                                      start, results)) for _ in range(jobs)]
+    for process in processes:
+        process.start()
+    try:
+        total = sum(results.get(timeout=3600) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    return total
+
+
+def chains_table(registry: Registry, data_root: Path, models: list[str], steps: int, warmup: int,
+                 stacks: list[int], print_line=print) -> list[dict]:
+    """CPU throughput of chains × threads × stack, each as a ratio to one chain with torch's default threads.
+
+    Configurations: one chain with every usable core (torch's default), one
+    chain with one thread, and one chain per core with one thread each; each
+    with stacks of ``stacks`` models where the network can stack.
+    """
+    cores = usable_cores()
+    configurations = sorted({(1, cores), (1, 1), (cores, 1)}, key=lambda c: (c[0], -c[1]))
+    print_line(f"chains and threads on the CPU: {cores} usable cores; {steps} timed steps after {warmup} warm-up "
+               f"steps per chain; model-steps/s of all chains together, ratio to 1 chain x {cores} threads x stack 1")
+    print_line(f"{'model':<15} {'chains':>6} {'threads':>7} {'stack':>5} {'model-steps/s':>14} {'ratio':>7}")
+    rows = []
+    for name in models:
+        stackable = can_batch(_network(registry, name, 0, torch.device("cpu")).module)
+        baseline = None
+        for trials in (stacks if stackable else [1]):
+            for jobs, threads in configurations:
+                rate = chains_and_threads(name, data_root, jobs, threads, trials, warmup, steps)
+                if baseline is None:
+                    baseline = rate
+                rows.append({"model": name, "chains": jobs, "threads": threads, "stack": trials,
+                             "model_steps_per_second": rate, "ratio": rate / baseline})
+                print_line(f"{name:<15} {jobs:>6} {threads:>7} {trials:>5} {rate:>14.1f} {rate / baseline:>6.2f}x")
     return rows

@@ -96,7 +96,45 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     if epochs:
         console.print(f"plus {epochs:g} epochs in runs configured by epochs", highlight=False)
     console.print(f"data root: {root}; output: {benchmark.output}", highlight=False)
+    if not args.no_probe and iterations:
+        _print_estimate(console, benchmark, iterations, lambda: _probe(console, benchmark, registry, root))
     return 0
+
+
+def _probe(console: Console, benchmark, registry, root: Path) -> tuple[float, str] | None:
+    """Seconds per iteration from a short probe of the first cell and where they come from; ``None`` without data.
+
+    ``validate`` never downloads: before the data is there, there is no estimate.
+    """
+    from lthbench.config.parse import missing_data
+    from lthbench.run.estimate import PROBE_STEPS, probe
+
+    missing = missing_data(benchmark, registry, root)
+    if missing:
+        console.print(f"no time estimate until {', '.join(missing)} is downloaded (lthbench run fetches it)",
+                      highlight=False)
+        return None
+    return (probe(benchmark, registry, root, False),
+            f"measured by a probe of {PROBE_STEPS} iterations of {benchmark.cells[0].architecture.label}")
+
+
+def _print_estimate(console: Console, benchmark, iterations: int, fallback) -> None:
+    """Print the time ``iterations`` will take: from the store's finished runs, else from ``fallback()``.
+
+    ``fallback`` returns (seconds per iteration, where that comes from), or ``None`` for no estimate.
+    """
+    from lthbench.run.estimate import estimate_line, from_records, parallel_jobs
+    from lthbench.store import Store
+
+    store = Store(benchmark.output)
+    measured = from_records(store.record(path.parent.name) for path in store.root.glob("runs/*/record.json"))
+    if measured is not None:
+        seconds, runs = measured
+        found = (seconds, f"from the times of {runs} finished runs")
+    else:
+        found = fallback()
+    if found is not None:
+        console.print(estimate_line(iterations, found[0], parallel_jobs(benchmark), found[1]), highlight=False)
 
 
 def _check_output_option(output: str | None) -> None:
@@ -110,7 +148,7 @@ def _check_run_options(args: argparse.Namespace) -> None:
     """Refuse worker counts below 1, a negative checkpoint interval, an empty ``--output`` and a ``--device``
     outside the grammar."""
     _check_output_option(args.output)
-    for option in ("jobs", "jobs_per_device", "batch_trials"):
+    for option in ("jobs", "jobs_per_device", "batch_trials", "threads"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise UserError(f"--{option.replace('_', '-')} = {getattr(args, option)} must be at least 1")
     if args.checkpoint_every < 0:
@@ -172,6 +210,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from lthbench.lottery.workspace import Workspace
     from lthbench.run.pool import LocalExecutor, WorkerSettings, worker_slots
     from lthbench.run.scheduler import run_matrix
+    from lthbench.run.threads import CPU_BATCH_TRIALS, default_jobs
     from lthbench.store import Store
     from lthbench.train.memory import MAX_TRIALS
 
@@ -183,9 +222,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         benchmark = dataclasses.replace(benchmark, output=args.output)
     root, download = _data(args, benchmark, registry, console)
     devices = _worker_devices(args, benchmark)
-    slots = worker_slots(devices, args.jobs_per_device, args.jobs)
+    slots = worker_slots(devices, args.jobs_per_device, args.jobs or default_jobs(), args.threads or benchmark.threads)
     on_gpu = any(d.startswith("cuda") for d in devices)
-    batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else 1)  # the workers fit K to their memory
+    batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else CPU_BATCH_TRIALS)  # GPU workers fit K to memory
     _make_output_folder(args, benchmark.output)
     ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
     # Runs train in worker processes even for one job: a plugin that ends its process (os._exit, a crash)
@@ -206,6 +245,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Per cell: runs done, running, failed, blocked and pending, and the training iterations left."""
+    import dataclasses
+
     from lthbench.run.plan import cell_runs
     from lthbench.run.scheduler import iterations_left, statuses
     from lthbench.store import Store
@@ -235,6 +276,9 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{len(state)} training runs (a dense run shared by cells counted once): "
                   + ", ".join(f"{totals[s]} {s}" for s in STATUS_COLUMNS)
                   + f"; {sum(n for n in left_of.values() if n):,} training iterations left", highlight=False)
+    total_left = sum(n for n in left_of.values() if n)
+    if total_left:
+        _print_estimate(console, dataclasses.replace(benchmark, output=str(store.root)), total_left, lambda: None)
     if unknown:
         console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
                       "'iterations left'", highlight=False)
@@ -256,7 +300,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     """Print throughput of lthbench's trainer and of the reference loop, and their ratio."""
-    from lthbench.cli.bench import CASES, bench_command
+    from lthbench.cli.bench import CASES, bench_command, chains_table, contention
+    from lthbench.run.threads import apply_threads, default_threads
     from lthbench.config.devices import resolve_device
     from lthbench.config.parse import check_dataset
     from lthbench.data_root import resolve_data_root
@@ -275,12 +320,36 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     root = resolve_data_root(args.data_root)
     for dataset in sorted({CASES[m][0] for m in models}):
         check_dataset(registry.dataset(dataset), root, bool(args.download))
-    rows = bench_command(registry, root, device, models, args.steps or (500 if on_gpu else 40),
-                         args.warmup or (50 if on_gpu else 5), args.workers, args.trials or (32 if on_gpu else 4),
-                         print_line=console.print)
+    stacks = _bench_stacks(args.chains, on_gpu)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads: must be at least 1, got {args.threads}")
+    apply_threads(args.threads or default_threads(1))
+    steps, warmup = args.steps or (500 if on_gpu else 40), args.warmup or (50 if on_gpu else 5)
+    with contention(args.contend):
+        if args.contend:
+            console.print("one other busy process is running beside these measurements")
+        rows = bench_command(registry, root, device, models, steps, warmup, args.workers,
+                             args.trials or (32 if on_gpu else 4), print_line=console.print)
+        if stacks:
+            rows += chains_table(registry, root, models, steps, warmup, stacks, print_line=console.print)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def _bench_stacks(chains: str | None, on_gpu: bool) -> list[int]:
+    """The stack sizes of ``bench --chains`` (none without the option); refuses a GPU and sizes below 1."""
+    if not chains:
+        return []
+    if on_gpu:
+        raise UserError("--chains: measures CPU processes; give --device cpu")
+    try:
+        stacks = [int(k) for k in chains.split(",")]
+    except ValueError:
+        raise UserError(f"--chains: {chains!r} is not a comma-separated list of stack sizes, e.g. 1,4,8") from None
+    if min(stacks) < 1:
+        raise UserError(f"--chains: stack sizes must be at least 1, got {chains!r}")
+    return stacks
 
 
 def cmd_index(args: argparse.Namespace, console: Console) -> int:

@@ -28,7 +28,7 @@ from lthbench.run.plan import iterations_per_epoch, rewind_iteration, training_l
 from lthbench.config.devices import DEVICE_CHOICES, is_device
 from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Report, Schedule, Training
 
-BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root"}
+BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root", "threads"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
 TOP_KEYS = {"benchmark", "defaults", "experiment", "report"}
@@ -284,8 +284,12 @@ def _benchmark_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
     download = table.get("download")
     if download is not None and not isinstance(download, bool):
         raise src.error("benchmark.download", f"{shown(download)} has the wrong type; expected bool")
+    threads = table.get("threads", 0)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise src.error("benchmark.threads", f"{shown(threads)} is not allowed; give the torch CPU threads per "
+                        "worker as a positive integer, or 0 for the default")
     return {"name": name, "seeds": tuple(seeds), "device": device, "output": output,
-            "download": download, "data_root": data_root}
+            "download": download, "data_root": data_root, "threads": threads}
 
 
 def _check_length_keys(table: dict[str, Any], where: str, src: _Source) -> None:

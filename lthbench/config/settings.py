@@ -48,6 +48,8 @@ class Training:
     train_subset: int = 0
     test_subset: int = 0
     precision: str = "fp32"
+    #: Stop a run after this many evaluations without a new minimum validation loss; 0 = off (full budget).
+    patience: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -70,10 +72,21 @@ class Training:
              "smaller than train_subset (the validation images are held out of it)"),
             (self.test_subset >= 0, "test_subset", "non-negative (0 = all)"),
             (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
+            (self.patience >= 0, "patience", "0 (off) or a positive number of evaluations"),
         ]
         _check(self, checks)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov = true needs optimizer = 'sgd' and a momentum above 0")
+
+
+#: Training keys added after run ids were first published, with the value that leaves a run unchanged:
+#: left out of ids and records at that value, so that adding them kept every stored result.
+_LATER_KEYS = {"patience": 0}
+
+
+def training_key(training: Training) -> dict[str, Any]:
+    """The training settings as a dict for run ids and records (:data:`_LATER_KEYS` at their default left out)."""
+    return {k: v for k, v in dataclasses.asdict(training).items() if _LATER_KEYS.get(k, object()) != v}
 
 
 @dataclass(frozen=True)
@@ -190,5 +203,7 @@ class Benchmark:
     source: str = ""
     download: bool | None = None  # unset: see lthbench.data_root.resolve_download
     data_root: str = ""
+    #: torch CPU threads per worker process; 0 = the default rule (:func:`lthbench.run.threads.default_threads`).
+    threads: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     report: Report = field(default_factory=Report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from lthbench.config.settings import training_key
 from lthbench.lottery.prepare import PreparedRun
 from lthbench.lottery.workspace import Workspace, device_label, library_versions
 from lthbench.masks import count_remaining, weights_remaining
@@ -25,7 +26,7 @@ def run_description(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "round": spec.round,
         "depends_on": list(spec.depends_on),
-        "training": dict(vars(spec.cell.training)),
+        "training": training_key(spec.cell.training),
     }
 
 
@@ -49,6 +50,8 @@ def make_record(prepared: PreparedRun, result: TrainResult, ws: Workspace) -> Re
         **result.summary(),
         "start_iteration": prepared.start_iteration,
         "iterations": result.iterations,
+        "stopped_early": result.stopped_at is not None,
+        "stopped_at": result.stopped_at,
         "wall_time": result.wall_time,
         "device": device_label(ws.device),
         "versions": library_versions(),
@@ -71,6 +74,8 @@ def failure_record(spec: RunSpec, error: BaseException) -> Record:
         "final_test_accuracy": None,
         "start_iteration": None,
         "iterations": None,
+        "stopped_early": False,
+        "stopped_at": None,
         "wall_time": None,
         "device": None,
         "versions": library_versions(),

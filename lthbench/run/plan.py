@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from lthbench.config.settings import Benchmark, Cell, PluginRef, Training
+from lthbench.config.settings import Benchmark, Cell, PluginRef, Training, training_key
 from lthbench.registry import Registry
 from lthbench.store import content_hash
 from lthbench.train.optim import total_iterations
@@ -77,7 +77,7 @@ def cell_key(cell: Cell) -> dict:
         "initializers": [ref.key() for ref in cell.initializers],
         "schedule": {k: v for k, v in dataclasses.asdict(cell.schedule).items() if k != "rounds"},
         "mask_source": cell.mask_source,
-        "training": dataclasses.asdict(cell.training),
+        "training": training_key(cell.training),
     }
 
 
@@ -112,7 +112,7 @@ def _dense_key(cell: Cell, seed: int) -> dict:
         "seed": seed,
         "architecture": cell.architecture.key(),
         "dataset": cell.dataset.key(),
-        "training": dataclasses.asdict(cell.training),
+        "training": training_key(cell.training),
     }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lthbench.run.threads import apply_threads, default_threads
 from lthbench.run.worker import Leave, Outcome, perform_group
 from lthbench.run.executor import Group, ProgressCallback
 from lthbench.lottery.workspace import Workspace
@@ -46,7 +46,7 @@ class WorkerSettings:
     data_root: Path
     download: bool
     device: str
-    #: torch CPU threads of the worker; 0 keeps torch's default.
+    #: torch CPU threads of the worker (:func:`lthbench.run.threads.apply_threads`), at least 1.
     threads: int
     checkpoint_every: int
     registry_factory: Callable[[], Registry] = default_registry
@@ -67,11 +67,10 @@ def _terminate_with_parent() -> None:
 
 def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """A worker's life: build the workspace, then perform groups of runs until told to stop."""
+    apply_threads(settings.threads)  # first, before any parallel work fixes torch's inter-op threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _terminate_with_parent()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -193,13 +192,14 @@ class LocalExecutor:
             worker.conn.close()
 
 
-def worker_slots(devices: list[str], jobs_per_device: int, cpu_jobs: int) -> list[tuple[str, int]]:
+def worker_slots(devices: list[str], jobs_per_device: int, cpu_jobs: int, threads: int = 0) -> list[tuple[str, int]]:
     """``(device, torch threads)`` of every worker: ``jobs_per_device`` per GPU, ``cpu_jobs`` on the CPU.
 
-    Workers share the CPU cores evenly, so that they do not oversubscribe
-    them; a single worker keeps torch's default.
+    Every worker gets ``threads`` threads when given (not 0), else the usable
+    cores shared evenly among all workers (:func:`default_threads`), so that
+    they do not oversubscribe them.
     """
     slots = [device for device in devices if device != "cpu" for _ in range(jobs_per_device)]
     slots += ["cpu"] * (cpu_jobs if "cpu" in devices else 0)
-    threads = max(1, (os.cpu_count() or 1) // len(slots)) if len(slots) > 1 else 0
+    threads = threads or default_threads(len(slots))
     return [(device, threads) for device in slots]

@@ -1,17 +1,25 @@
 """What ``lthbench run`` shows while it works: rich progress bars on a terminal, plain lines elsewhere.
 
-On a terminal: one bar for the whole matrix (runs finished of runs to do,
-with an ETA) and one bar per run in flight (iteration, training loss, ETA).
-Piped into a file or CI log: one line per run started and finished. With a
-quiet console: nothing (the command prints its summary itself).
+On a terminal: one bar for the whole matrix (runs settled of runs to do,
+with the time left) and one bar per run in flight (iteration, training loss,
+time left). Piped into a file or CI log: one line per run started and
+finished, with the matrix's time left. With a quiet console: nothing (the
+command prints its summary itself).
+
+The time left is :class:`Eta`'s: training iterations left in the matrix over
+the iterations per second measured since the first progress report, all
+workers together (not a window of the last seconds, which shows nothing
+useful when runs take minutes). Runs that a failure blocks count as settled,
+so the counter's total never changes under the reader.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from lthbench.run.plan import RunSpec
 from lthbench.run.status import RunStatus
@@ -53,6 +61,59 @@ class Display(Protocol):
         """Stop drawing."""
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` in words: ``45 s``, ``12 min``, ``3 h 20 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min"
+
+
+class Eta:
+    """Time left of a matrix: iterations left over the iterations per second measured so far, all runs together.
+
+    A run's length is known from its first progress report; runs not yet
+    started are taken to be as long as the mean of those seen.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.started: float | None = None
+        self.done_total = 0
+        self.runs: dict[str, tuple[int, int]] = {}  # run id -> (done, total) of runs in flight
+        self.lengths: list[int] = []
+
+    def progress(self, run_id: str, done: int, total: int) -> None:
+        """A run reported ``done`` of ``total`` iterations."""
+        if self.started is None:
+            self.started = self.clock()
+        before, known = self.runs.get(run_id, (done, 0))
+        if not known:
+            self.lengths.append(total)
+        self.done_total += max(0, done - before)
+        self.runs[run_id] = (done, total)
+
+    def finished(self, run_id: str) -> None:
+        """A run ended (its remaining iterations, if patience stopped it, are not left to do)."""
+        self.runs.pop(run_id, None)
+
+    def seconds_left(self, runs_left: int) -> float | None:
+        """Seconds until ``runs_left`` runs (those in flight included) are done; ``None`` before any measurement."""
+        if self.started is None or not self.lengths or not self.done_total:
+            return None
+        elapsed = self.clock() - self.started
+        mean = sum(self.lengths) / len(self.lengths)
+        in_flight = sum(total - done for done, total in self.runs.values())
+        waiting = max(0, runs_left - len(self.runs))
+        return (in_flight + waiting * mean) / (self.done_total / elapsed) if elapsed > 0 else None
+
+    def text(self, runs_left: int) -> str:
+        """``about 12 min left``, or empty before any measurement."""
+        left = self.seconds_left(runs_left)
+        return "" if left is None else f"about {duration(left)} left"
+
+
 class PlainDisplay:
     """One line per run started and finished; nothing when the console is quiet."""
 
@@ -60,23 +121,37 @@ class PlainDisplay:
         self.console = console
         self.total = 0
         self.ended = 0
+        #: Runs that will not run after all (blocked by a failure): settled, the total stays.
+        self.skipped = 0
+        self.eta = Eta()
+
+    @property
+    def settled(self) -> int:
+        """Runs finished or known not to run."""
+        return self.ended + self.skipped
 
     def add_runs(self, count: int) -> None:
-        """Grow (or, for runs that will not run, shrink) the number of runs to do."""
-        self.total += count
+        """Grow the number of runs to do; runs that will not run (``count`` < 0) count as settled."""
+        if count >= 0:
+            self.total += count
+        else:
+            self.skipped -= count
 
     def started(self, run: RunSpec) -> None:
         """Print that ``run`` starts."""
         self.console.print(f"start {describe(run)} ({run.run_id})", highlight=False)
 
     def progress(self, progress: RunProgress) -> None:
-        """Per-iteration progress is not printed in plain mode."""
+        """Per-iteration progress is not printed in plain mode; it feeds the time left."""
+        self.eta.progress(progress.run_id, progress.done, progress.total)
 
     def finished(self, run: RunSpec, outcome: Outcome, record: dict[str, Any] | None) -> None:
-        """Print ``[ended/total] run: outcome``."""
+        """Print ``[settled/total] run: outcome; time left``."""
         self.ended += 1
-        self.console.print(f"[{self.ended}/{self.total}] {describe(run)}: {outcome_text(record, outcome)}",
-                           highlight=False, markup=False)
+        self.eta.finished(run.run_id)
+        left = self.eta.text(self.total - self.settled)
+        self.console.print(f"[{self.settled}/{self.total}] {describe(run)}: {outcome_text(record, outcome)}"
+                           f"{'; ' + left if left else ''}", highlight=False, markup=False)
 
     def close(self) -> None:
         """Nothing to stop."""
@@ -88,7 +163,7 @@ class RichDisplay(PlainDisplay):
     def __init__(self, console: Console):
         super().__init__(console)
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[loss]}"), TimeRemainingColumn(), console=console)
+                             TextColumn("{task.fields[loss]}"), console=console)
         self.overall: TaskID = self.bars.add_task("matrix (runs)", total=0, loss="")
         self.tasks: dict[str, TaskID] = {}
         self.bars.start()
@@ -96,7 +171,7 @@ class RichDisplay(PlainDisplay):
     def add_runs(self, count: int) -> None:
         """Change the overall bar's total."""
         super().add_runs(count)
-        self.bars.update(self.overall, total=self.total)
+        self.bars.update(self.overall, total=self.total, completed=self.settled)
 
     def started(self, run: RunSpec) -> None:
         """Add a bar for ``run``."""
@@ -105,6 +180,8 @@ class RichDisplay(PlainDisplay):
 
     def progress(self, progress: RunProgress) -> None:
         """Move a run's bar."""
+        super().progress(progress)
+        self.bars.update(self.overall, loss=self.eta.text(self.total - self.settled))
         task = self.tasks.get(progress.run_id)
         if task is not None:
             loss = f"loss {progress.train_loss:.4f}" if progress.train_loss is not None else ""
@@ -116,7 +193,7 @@ class RichDisplay(PlainDisplay):
         if task is not None:
             self.bars.remove_task(task)
         super().finished(run, outcome, record)
-        self.bars.update(self.overall, completed=self.ended)
+        self.bars.update(self.overall, completed=self.settled)
 
     def close(self) -> None:
         """Stop the live display."""

@@ -14,7 +14,6 @@ rounds run first, so that the chains of a cell reach each round together.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from lthbench.config.settings import Benchmark
+from lthbench.config.settings import Benchmark, training_key
 from lthbench.errors import DataNotFound
 from lthbench.lottery.execute import batch_key
 from lthbench.lottery.record import failure_record
@@ -97,7 +96,7 @@ def matrix_description(benchmark: Benchmark, ws: Workspace) -> dict[str, Any]:
             "rate": cell.schedule.rate,
             "output_rate": cell.schedule.output_rate,
             "mask_source": cell.mask_source,
-            "training": dataclasses.asdict(cell.training),
+            "training": training_key(cell.training),
             "overrides": cell.overrides,
             "label": cell.label,
             "control_of": ws.registry.pruner(cell.pruner.name).mimics(cell.pruner.params),

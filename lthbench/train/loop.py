@@ -25,11 +25,17 @@ class _Progress:
         self.loss_sum = torch.zeros(count, device=device)
         self.since_eval, self.diverged = 0, [False] * count
         self.iteration, self.elapsed = start, 0.0
+        #: Patience: each model's lowest validation loss, evaluations since it, the iteration it stopped at
+        #: (``None`` while it trains) and its weights from then (kept as they were while the stack goes on).
+        self.best, self.since_best = [math.inf] * count, [0] * count
+        self.stopped: list[int | None] = [None] * count
+        self.frozen: dict[int, dict[str, torch.Tensor]] = {}
 
     def saved(self) -> dict[str, Any]:
         """The state as checkpoint entries."""
         return {"iteration": self.iteration, "curves": [vars(c) for c in self.curves], "loss_sum": self.loss_sum,
-                "since_eval": self.since_eval, "diverged": self.diverged, "elapsed": self.elapsed}
+                "since_eval": self.since_eval, "diverged": self.diverged, "elapsed": self.elapsed,
+                "best": self.best, "since_best": self.since_best, "stopped": self.stopped, "frozen": self.frozen}
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Take the state from checkpoint entries."""
@@ -37,6 +43,13 @@ class _Progress:
         self.loss_sum = saved["loss_sum"].to(self.loss_sum.device)
         self.since_eval, self.diverged = saved["since_eval"], list(saved["diverged"])
         self.iteration, self.elapsed = saved["iteration"], saved["elapsed"]
+        if "stopped" in saved:
+            self.best, self.since_best = list(saved["best"]), list(saved["since_best"])
+            self.stopped, self.frozen = list(saved["stopped"]), dict(saved["frozen"])
+
+    def ended(self, index: int) -> bool:
+        """Whether model ``index`` trains no more: diverged, or stopped by patience."""
+        return self.diverged[index] or self.stopped[index] is not None
 
     def latest_losses(self) -> list[float | None]:
         """Each model's latest training loss, ``None`` before the first evaluation."""
@@ -90,7 +103,9 @@ def train(stack: Stack, datas: Sequence[DeviceData], training: Training, *, star
         done = iteration + 1
         if done % training.eval_every == 0 or done == total:
             _evaluate(stack, batches, progress, done, total, hooks)
-            if all(progress.diverged):
+            _stop_without_progress(stack, progress, training.patience, done, max(snapshots.at) if snapshots else 0)
+            if all(progress.ended(i) for i in range(stack.count)):
+                hooks.on_progress(total, total, progress.latest_losses())
                 break
         hooks.on_progress(done, total, progress.latest_losses())
         if hooks.checkpointer and hooks.checkpointer.due(done, total):
@@ -100,9 +115,43 @@ def train(stack: Stack, datas: Sequence[DeviceData], training: Training, *, star
                                      "optimizer": optimizer.state_dict(), **progress.saved()})
     if snapshots and end in snapshots.at:
         snapshots.keep(end, stack)
+    _restore_stopped(stack, progress)
     stack.finish()
     wall = (progress.elapsed + time.perf_counter() - started) / stack.count
-    return [TrainResult(curves, diverged, total, wall) for curves, diverged in zip(progress.curves, progress.diverged)]
+    return [TrainResult(curves, diverged, total, wall, stopped)
+            for curves, diverged, stopped in zip(progress.curves, progress.diverged, progress.stopped)]
+
+
+def _stop_without_progress(stack: Stack, progress: _Progress, patience: int, done: int, last_snapshot: int) -> None:
+    """With ``patience``, stop each model whose validation loss has not reached a new minimum for that many evaluations.
+
+    A stopped model's weights are kept as they are now: in a stack that goes
+    on, :func:`_restore_stopped` puts them back at the end, so its record and
+    weights are those of the same run trained alone. No model stops before
+    the last rewinding snapshot its training keeps.
+    """
+    if not patience:
+        return
+    for i, curves in enumerate(progress.curves):
+        if progress.ended(i):
+            continue
+        if curves.val_loss[-1] < progress.best[i]:
+            progress.best[i], progress.since_best[i] = curves.val_loss[-1], 0
+        else:
+            progress.since_best[i] += 1
+        if progress.since_best[i] >= patience and done >= last_snapshot:
+            progress.stopped[i] = done
+            if stack.count > 1:
+                progress.frozen[i] = {name: t[i].detach().clone() for name, t in stack.state().items()}
+
+
+def _restore_stopped(stack: Stack, progress: _Progress) -> None:
+    """Put back the weights each stopped model of a stack had when it stopped."""
+    state = stack.state()
+    with torch.no_grad():
+        for i, frozen in progress.frozen.items():
+            for name, tensor in frozen.items():
+                state[name][i].copy_(tensor)
 
 
 def _resumed(count: int, iteration: int) -> str:
@@ -118,7 +167,7 @@ def _evaluate(stack: Stack, batches: Batches, progress: _Progress, done: int, to
     val_loss, val_accuracy = (t.tolist() for t in stack.evaluate(*batches.val, batches.first, batches.shared))
     _, test_accuracy = (t.tolist() for t in stack.evaluate(*batches.test, batches.first, batches.shared))
     for i, curves in enumerate(progress.curves):
-        if progress.diverged[i]:
+        if progress.ended(i):
             continue
         curves.iteration.append(done)
         curves.train_loss.append(train_loss[i])

@@ -25,6 +25,8 @@ class TrainResult:
     diverged: bool
     iterations: int
     wall_time: float
+    #: The iteration at which patience stopped the run; ``None`` when it trained its full budget.
+    stopped_at: int | None = None
 
     @property
     def early_stop_index(self) -> int:

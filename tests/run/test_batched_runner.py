@@ -50,7 +50,9 @@ def logs_of(output):
 def test_batched_groups_record_what_single_runs_record_bit_for_bit(matrix, data_root, tmp_path, trials, one_thread):
     path, single = matrix
     out = tmp_path / "out"
-    args = ["run", str(path), "--data-root", str(data_root), "--quiet", "--output", str(out)]
+    # one job: every group is filled from all the runs ready at once (two jobs start a round's groups
+    # as soon as either parent is stored, so their sizes depend on timing)
+    args = ["run", str(path), "--data-root", str(data_root), "--quiet", "--output", str(out), "--jobs", "1"]
     assert main(args + ["--batch-trials", str(trials)]) == 0
     grouped = [log for log in logs_of(out).values() if f"in a batched group of {trials} runs" in log]
     assert len(grouped) == 12  # 2 seeds × 2 rounds × 3 initializers: all pruned runs trained in full groups
@@ -77,7 +79,7 @@ def test_a_group_killed_mid_training_resumes_from_its_checkpoint(tmp_path, regis
                checkpoint_every=0)  # one run at a time
     path = tiny_matrix.write_matrix(tmp_path, **matrix)
     out = tmp_path / "out"
-    args = ("--batch-trials", "4", "--checkpoint-every", "20", "--quiet")
+    args = ("--batch-trials", "4", "--jobs", "1", "--checkpoint-every", "20", "--quiet")  # one group of 4
     killed = lthbench_run(path, *args)
     kill_when(killed, lambda: any(out.glob("runs/*/group-*.pt")))
     assert killed.returncode == -signal.SIGKILL  # killed while the group trained

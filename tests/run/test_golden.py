@@ -75,21 +75,29 @@ def logs(output: Path) -> str:
     return "".join(path.read_text() for path in sorted(output.glob("runs/*/log.txt")))
 
 
-@pytest.mark.parametrize("options", [(), ("--batch-trials", "4")], ids=["default-options", "batch-trials-4"])
+#: Record fields added since the golden store was written, with the value every one of its runs has now
+#: (none of them sets patience, so none stopped early).
+ADDED_FIELDS = {"stopped_early": False, "stopped_at": None}
+
+
+@pytest.mark.parametrize("options", [("--batch-trials", "1", "--jobs", "1", "--threads", "1"), ()],
+                         ids=["one-run-one-job-one-thread", "default-options"])
 def test_a_matrix_run_now_writes_the_records_the_previous_release_wrote(options, tmp_path, data_root, one_thread,
                                                                         capsys):
     """Every field of every record as the previous release wrote it, curves bitwise; batched training as well.
 
-    The previous release trained each run alone by default on the CPU and
-    wrote the same records when it batched them (4 at a time).
+    The previous release trained each run alone on the CPU; the defaults now
+    batch them (up to 4 at a time) in parallel jobs and write the same records.
     """
     out = tmp_path / "out"
     path = golden_matrix_file(tmp_path, out)
     assert main(["run", str(path), "--data-root", str(data_root), "--quiet", *options]) == 0
     assert "golden: 26 done" in capsys.readouterr().out
-    assert ("in a batched group of" in logs(out)) == bool(options)
+    assert ("in a batched group of" in logs(out)) == (not options)
     want, got = records(STORE), records(out)
     assert got.keys() == want.keys()
+    for record in got.values():
+        assert {field: record.pop(field) for field in ADDED_FIELDS} == ADDED_FIELDS
     differences = [(run_id, field) for run_id, record in want.items()
                    for field in sorted(set(record) | set(got[run_id]))
                    if field not in ENVIRONMENT_FIELDS and record.get(field, "missing") != got[run_id].get(field, "missing")]

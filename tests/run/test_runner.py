@@ -151,10 +151,11 @@ def test_a_recorded_runs_leftovers_go_once_its_trainer_is_dead(tmp_path, registr
     assert board.state[dense.run_id] == "done" and store.record(dense.run_id)["status"] == "done"
 
 
-def test_worker_slots_share_the_cores_and_put_k_workers_on_each_gpu():
-    cores = os.cpu_count()
-    assert worker_slots(["cpu"], 3, 1) == [("cpu", 0)]
+def test_worker_slots_share_the_usable_cores_and_put_k_workers_on_each_gpu():
+    cores = len(os.sched_getaffinity(0))
+    assert worker_slots(["cpu"], 3, 1) == [("cpu", cores)]
     assert worker_slots(["cpu"], 1, 2) == [("cpu", max(1, cores // 2))] * 2
+    assert worker_slots(["cpu"], 1, 2, threads=3) == [("cpu", 3)] * 2
     assert [d for d, _ in worker_slots(["cuda:0", "cuda:1"], 2, 4)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
 
 
@@ -215,7 +216,7 @@ def test_cli_exits_non_zero_with_a_summary_and_retries_only_failed_runs(tmp_path
     out = capsys.readouterr().out
     assert "3 done" in out and "1 failed" in out and "1 blocked" in out
     ended = [line.split(" ")[0] for line in out.splitlines() if line.startswith("[")]
-    assert ended == ["[1/5]", "[2/5]", "[3/4]", "[4/4]"]  # once blocked, a run leaves the total
+    assert ended == ["[1/5]", "[2/5]", "[3/5]", "[5/5]"]  # the total stays; a blocked run counts as settled
     assert "failed: lenet · exploding · seed 0 · round 1" in out and "boom in round one" in out
     runs = tmp_path / "out" / "runs"
     done = {p: p.read_bytes() for p in runs.glob("*/record.json") if b'"done"' in p.read_bytes()}
