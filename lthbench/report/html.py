@@ -58,6 +58,7 @@ class CellView:
     control: bool
     margins: str
     censoring: str = ""
+    patience: str = ""
     stem: str = ""
     levels: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, Any] | None = None
@@ -86,7 +87,8 @@ def level_summary(rows: pd.DataFrame, random_mask: pd.DataFrame | None = None) -
                           "min": group[metric].min(), "max": group[metric].max(), "format": fmt}
                  for metric, _, fmt in SUMMARY_METRICS}
         out.append({"round": int(round_), "weights_remaining": group["weights_remaining"].mean(),
-                    "initializer": initializer, "n": len(group), "stats": stats})
+                    "initializer": initializer, "n": len(group), "stats": stats,
+                    "stopped": int(group["stopped_at"].notna().sum()) if "stopped_at" in group else 0})
     return out
 
 
@@ -157,6 +159,24 @@ def censoring_note(rows: pd.DataFrame) -> str:
             "still improving when training ended. Their early-stop iteration is the training length, so the "
             "early-stop comparisons are censored there (a ticket cannot be shown to learn earlier than a network "
             "that never stopped), and the dense network may be undertrained. Train longer to test early stopping.")
+
+
+def patience_note(rows: pd.DataFrame) -> str:
+    """How many done runs patience stopped before their budget, and where ("" when none did).
+
+    Their early-stop iteration is found (they stopped after it), but their
+    final accuracy is the one at the stop, not at the end of the budget.
+    """
+    if "stopped_at" not in rows:
+        return ""
+    done = rows[rows["status"] == "done"]
+    stopped = done[done["stopped_at"].notna()]
+    if stopped.empty:
+        return ""
+    return (f"{len(stopped)} of {len(done)} runs stopped early (patience: that many evaluations without a new "
+            f"minimum of the validation loss), at iterations {stopped['stopped_at'].min():.0f}–"
+            f"{stopped['stopped_at'].max():.0f} of {done['iterations'].max():.0f}. Their early-stop iteration lies "
+            "before the stop; their final test accuracy is the one at the stop, not at the end of the budget.")
 
 
 def format_value(value: Any, metric: str) -> str:
@@ -303,6 +323,7 @@ def _cell_view(rows: pd.DataFrame, table: pd.DataFrame, winners: pd.DataFrame, r
         control=bool(table["control_cell"].any()),
         margins=f"accuracy {margins[ACCURACY]}, early stop {margins[ITERATION]}",
         censoring=censoring_note(rows),
+        patience=patience_note(rows),
         stem=slug(f"{first['experiment']}_{first['pruner']}"),
         levels=level_summary(rows, random_mask),
         reference=reference,

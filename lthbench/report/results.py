@@ -30,8 +30,8 @@ from lthbench.store import Store, record_problem
 
 RESULT_COLUMNS = [
     "experiment", "architecture", "dataset", "training", "pruner", "initializer", "seed", "round",
-    "weights_remaining", "early_stop_iteration", "iterations", "early_stop_test_accuracy", "final_test_accuracy",
-    "status", "error", "traceback", "wall_time", "device", "run_id", "cell_id", "mode", "rate", "control_of", "folder",
+    "weights_remaining", "early_stop_iteration", "iterations", "stopped_at", "early_stop_test_accuracy",
+    "final_test_accuracy", "status", "error", "traceback", "wall_time", "device", "run_id", "cell_id", "mode", "rate", "control_of", "folder",
 ]
 #: Columns of ``lthbench report --csv`` (everything but tracebacks, controls and folder paths).
 CSV_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("traceback", "control_of", "folder")]
@@ -115,6 +115,7 @@ def _rows(folder: ResultFolder) -> Iterator[dict[str, Any]]:
             "weights_remaining": record.get("weights_remaining"),
             "early_stop_iteration": record.get("early_stop_iteration"),
             "iterations": record.get("iterations"),
+            "stopped_at": record.get("stopped_at"),
             "early_stop_test_accuracy": record.get("early_stop_test_accuracy"),
             "final_test_accuracy": record.get("final_test_accuracy"),
             "status": status,

@@ -167,3 +167,26 @@ def test_cells_that_share_experiment_and_pruner_get_figure_files_of_their_own(tm
     assert main(["report", str(tmp_path / "out"), "--figures", str(figures)]) == 0
     stems = {re.sub(r"-(accuracy|early-stop|differences|curves|layers)$", "", p.stem) for p in figures.iterdir()}
     assert stems == {"lenet_layerwise_magnitude_lr-0.0012", "lenet_layerwise_magnitude_lr-0.003"}
+
+
+def test_runs_stopped_by_patience_are_counted_beside_the_early_stop_iteration(tmp_path):
+    results = write_synthetic_results(tmp_path / "results")
+    stopped = sorted(results.glob("runs/*/record.json"))[:3]
+    for path in stopped:
+        record = json.loads(path.read_text())
+        record["stopped_early"], record["stopped_at"] = True, record["early_stop_iteration"] + 400
+        path.write_text(json.dumps(record))
+    assert report_command([str(results)], str(tmp_path / "r.html"), None, None, NoSections()) == 0
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<strong>Stopped early.</strong>" in html
+    marks = [int(n) for n in re.findall(r'<span class="note">(\d+) of \d+ stopped early</span>', html)]
+    assert sum(marks) == len(stopped)  # each stopped run marked once, in its level and initializer's row
+    summary = level_summary(tidy_frame([read_folder(results)]))
+    assert sum(row["stopped"] for row in summary) == len(stopped)
+
+
+def test_a_report_without_stopped_runs_says_nothing_of_patience(tmp_path):
+    results = write_synthetic_results(tmp_path / "results")
+    assert report_command([str(results)], str(tmp_path / "r.html"), None, None, NoSections()) == 0
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Stopped early." not in html and "stopped early</span>" not in html
