@@ -169,6 +169,8 @@ class LocalExecutor:
         worker.conn.close()
         self._workers[self._workers.index(worker)] = None
         error = f"the worker process on {worker.settings.device} died (exit code {code}) during this run"
+        if len(group) > 1:  # which run ended the process is unknown: each trains again alone
+            return [Outcome(spec.run_id, "crashed_in_group", error) for spec in group]
         return [Outcome(spec.run_id, "crashed", error) for spec in group]
 
     def shutdown(self) -> None:

@@ -195,6 +195,7 @@ class RunBoard:
     """The state of every run of one matrix, as this process sees it: a status, or an in-flight state."""
 
     def __init__(self, runs: list[RunSpec], store: Store):
+        self.alone: set[str] = set()  # runs to train alone: their batched group's worker process died
         self.runs = runs  # plan order: dependencies first
         self.store = store
         self.state: dict[str, str] = {run.run_id: store.status(run.run_id) or RunStatus.PENDING for run in runs}
@@ -250,6 +251,10 @@ def _settle(board: RunBoard, run: RunSpec, outcome: Outcome, display: Display) -
             board.state[dep] = store.status(dep) or RunStatus.PENDING
         display.add_runs(sum(board.state[dep] == RunStatus.PENDING for dep in outcome.redo))
         return
+    if outcome.status == "crashed_in_group":
+        board.state[run.run_id] = RunStatus.PENDING
+        board.alone.add(run.run_id)
+        return
     if outcome.status == "crashed":
         store.write_record(run.run_id, failure_record(run, WorkerDied(outcome.error)))
     record = store.record(run.run_id)
@@ -264,6 +269,8 @@ class Grouper:
         self.ws = ws
         self.batch_trials = batch_trials
         self._keys: dict[str, str | None] = {}
+        #: Runs whose batched group lost its worker process; shared with the :class:`RunBoard`.
+        self.alone: set[str] = set()
 
     def _key(self, run: RunSpec) -> str | None:
         if run.round == 0:
@@ -279,6 +286,9 @@ class Grouper:
         groups: list[list[RunSpec]] = []
         open_groups: dict[str, list[RunSpec]] = {}
         for run in sorted(ready, key=lambda r: r.round):
+            if run.run_id in self.alone:  # its group's worker died: it trains alone, to find which run did it
+                groups.append([run])
+                continue
             key = self._key(run)
             group = open_groups.get(key) if key is not None else None
             if group is None or len(group) >= self.batch_trials:
@@ -377,7 +387,9 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     display = make_display(console)
     display.add_runs(board.to_do())
     try:
-        _work_through(board, executor, Grouper(ws, batch_trials), display)
+        grouper = Grouper(ws, batch_trials)
+        grouper.alone = board.alone
+        _work_through(board, executor, grouper, display)
     finally:
         executor.shutdown()
         display.close()
