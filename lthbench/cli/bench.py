@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,30 +127,26 @@ def reference_loop(registry: Registry, arch_name: str, training: Training, data_
 def lthbench_loop(registry: Registry, arch_name: str, training: Training, data_root: Path, device: torch.device,
                   warmup: int, steps: int) -> Measurement:
     """lthbench's own trainer, one model on device-resident data (masks applied every step, as in a pruned run)."""
-    data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
-    network = _network(registry, arch_name, 0, device)
-    masks = full_masks(network)
-    clock = Clock(device, warmup, steps)
-    _reset_memory(device)
-    stack = make_stack([network.module], [masks], training.precision)
-    train(stack, [data], clock.training(training), hooks=clock.hooks())
-    return clock.measurement(training.batch_size, 1)
+    return batched_loop(registry, arch_name, training, data_root, device, warmup, steps, 1)
 
 
 def batched_loop(registry: Registry, arch_name: str, training: Training, data_root: Path, device: torch.device,
-                 warmup: int, steps: int, trials: int) -> Measurement | None:
+                 warmup: int, steps: int, trials: int, ready: Callable[[], Any] | None = None) -> Measurement | None:
     """``trials`` networks (each with its own initial weights and masks) trained stacked on one shared batch.
 
-    ``None`` when the architecture cannot train stacked (BatchNorm).
+    ``None`` when more than one network cannot train stacked (BatchNorm).
+    ``ready`` is called when everything is built, just before training.
     """
     networks = [_network(registry, arch_name, seed, device) for seed in range(trials)]
-    if not can_batch(networks[0].module):
+    if trials > 1 and not can_batch(networks[0].module):
         return None
     data = prepare(registry.dataset(CASES[arch_name][0]), data_root, False, training, 0, device)
     masks = [full_masks(n) for n in networks]
     clock = Clock(device, warmup, steps)
     _reset_memory(device)
     stack = make_stack([n.module for n in networks], masks, training.precision)
+    if ready is not None:
+        ready()
     train(stack, [data] * trials, clock.training(training), hooks=clock.hooks())
     return clock.measurement(training.batch_size, trials)
 
@@ -246,17 +242,11 @@ def _chain(arch_name: str, data_root: Path, threads: int, trials: int, warmup: i
            start: Any, results: Any) -> None:
     """One parallel chain of the chains table (a spawned process): ``trials`` models stacked, timed like the others."""
     apply_threads(threads)
-    registry = default_registry()
     dataset_name, batch, optimizer = CASES[arch_name]
     training = Training(batch_size=batch, validation_size=1000, test_subset=1000, **optimizer)
-    device = torch.device("cpu")
-    data = prepare(registry.dataset(dataset_name), data_root, False, training, 0, device)
-    networks = [_network(registry, arch_name, seed, device) for seed in range(trials)]
-    clock = Clock(device, warmup, steps)
-    stack = make_stack([n.module for n in networks], [full_masks(n) for n in networks], training.precision)
-    start.wait()  # every chain of a configuration trains at the same time
-    train(stack, [data] * trials, clock.training(training), hooks=clock.hooks())
-    results.put(clock.measurement(batch, trials).steps_per_second)
+    measured = batched_loop(default_registry(), arch_name, training, data_root, torch.device("cpu"), warmup, steps,
+                            trials, ready=start.wait)  # every chain of a configuration trains at the same time
+    results.put(measured.steps_per_second)
 
 
 def chains_and_threads(arch_name: str, data_root: Path, jobs: int, threads: int, trials: int, warmup: int,

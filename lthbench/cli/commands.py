@@ -66,6 +66,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     whole plan is never held at once.
     """
     from lthbench.run.plan import chain_runs, iterations_per_epoch, start_iteration, training_length
+    from lthbench.store import Store
 
     registry, benchmark = _load(args)
     root, _ = _data(args, benchmark, registry, console)
@@ -97,7 +98,8 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         console.print(f"plus {epochs:g} epochs in runs configured by epochs", highlight=False)
     console.print(f"data root: {root}; output: {benchmark.output}", highlight=False)
     if not args.no_probe and iterations:
-        _print_estimate(console, benchmark, iterations, lambda: _probe(console, benchmark, registry, root))
+        _print_estimate(console, benchmark, Store(benchmark.output), iterations,
+                        lambda: _probe(console, benchmark, registry, root))
     return 0
 
 
@@ -118,15 +120,13 @@ def _probe(console: Console, benchmark, registry, root: Path) -> tuple[float, st
             f"measured by a probe of {PROBE_STEPS} iterations of {benchmark.cells[0].architecture.label}")
 
 
-def _print_estimate(console: Console, benchmark, iterations: int, fallback) -> None:
+def _print_estimate(console: Console, benchmark, store, iterations: int, fallback) -> None:
     """Print the time ``iterations`` will take: from the store's finished runs, else from ``fallback()``.
 
     ``fallback`` returns (seconds per iteration, where that comes from), or ``None`` for no estimate.
     """
     from lthbench.run.estimate import estimate_line, from_records, parallel_jobs
-    from lthbench.store import Store
 
-    store = Store(benchmark.output)
     measured = from_records(store.record(path.parent.name) for path in store.root.glob("runs/*/record.json"))
     if measured is not None:
         seconds, runs = measured
@@ -245,8 +245,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     """Per cell: runs done, running, failed, blocked and pending, and the training iterations left."""
-    import dataclasses
-
     from lthbench.run.plan import cell_runs
     from lthbench.run.scheduler import iterations_left, statuses
     from lthbench.store import Store
@@ -278,7 +276,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
                   + f"; {sum(n for n in left_of.values() if n):,} training iterations left", highlight=False)
     total_left = sum(n for n in left_of.values() if n)
     if total_left:
-        _print_estimate(console, dataclasses.replace(benchmark, output=str(store.root)), total_left, lambda: None)
+        _print_estimate(console, benchmark, store, total_left, lambda: None)
     if unknown:
         console.print(f"{unknown} runs configured by epochs over a whole data set are not counted in "
                       "'iterations left'", highlight=False)

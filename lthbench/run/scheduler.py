@@ -265,12 +265,12 @@ def _settle(board: RunBoard, run: RunSpec, outcome: Outcome, display: Display) -
 class Grouper:
     """Splits ready runs into the groups submitted to an executor: at most ``batch_trials`` runs each."""
 
-    def __init__(self, ws: Workspace, batch_trials: int):
+    def __init__(self, ws: Workspace, batch_trials: int, alone: set[str] | None = None):
         self.ws = ws
         self.batch_trials = batch_trials
         self._keys: dict[str, str | None] = {}
-        #: Runs whose batched group lost its worker process; shared with the :class:`RunBoard`.
-        self.alone: set[str] = set()
+        #: Runs to submit alone whatever their key (the board's runs whose batched group lost its worker).
+        self.alone = alone if alone is not None else set()
 
     def _key(self, run: RunSpec) -> str | None:
         if run.round == 0:
@@ -387,9 +387,7 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     display = make_display(console)
     display.add_runs(board.to_do())
     try:
-        grouper = Grouper(ws, batch_trials)
-        grouper.alone = board.alone
-        _work_through(board, executor, grouper, display)
+        _work_through(board, executor, Grouper(ws, batch_trials, board.alone), display)
     finally:
         executor.shutdown()
         display.close()
