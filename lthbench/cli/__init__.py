@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="save a resumable checkpoint every N training iterations; 0 = never (default 1000)")
     run.add_argument("--batch-trials", type=int, metavar="N",
                      help="train up to N pruned runs of one architecture and training setup together in one "
-                     "batched step (one checkpoint for the group); 1 = off (default: 4 on the CPU; on a GPU as "
-                     "many as half of its free memory holds, at most 64)")
+                     "batched step (one checkpoint for the group); 1 = off (default: 4 on the CPU, where networks "
+                     "with convolutions then train one at a time; on a GPU as many as half of its free memory "
+                     "holds, at most 64)")
 
     validate = sub.add_parser("validate", help="check a benchmark file and print its expanded matrix")
     validate.add_argument("file")

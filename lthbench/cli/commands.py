@@ -225,6 +225,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     slots = worker_slots(devices, args.jobs_per_device, args.jobs or default_jobs(), args.threads or benchmark.threads)
     on_gpu = any(d.startswith("cuda") for d in devices)
     batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else CPU_BATCH_TRIALS)  # GPU workers fit K to memory
+    # Measured on a 2-core CPU (README, Performance): stacks of convolutional networks were slower than one at a time.
+    stack_convolutions = on_gpu or args.batch_trials is not None
     _make_output_folder(args, benchmark.output)
     ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
     # Runs train in worker processes even for one job: a plugin that ends its process (os._exit, a crash)
@@ -235,7 +237,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
                             console=Console(quiet=True) if args.quiet else console,
                             executor=executor, checkpoint_every=args.checkpoint_every, batch_trials=batch_trials,
-                            command=["lthbench", *args.argv])
+                            stack_convolutions=stack_convolutions, command=["lthbench", *args.argv])
     except KeyboardInterrupt:
         console.print(f"interrupted: finished runs and the latest checkpoints are kept in {benchmark.output}; "
                       f"continue with: {shlex.join(['lthbench', *args.argv])}", highlight=False, soft_wrap=True)  # copyable: one line

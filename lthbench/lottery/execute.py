@@ -15,22 +15,26 @@ from lthbench.train.data import DeviceData
 from lthbench.train.loop import train
 from lthbench.train.memory import trials_that_fit_device
 from lthbench.train.result import TrainResult
-from lthbench.train.stack import Stack, can_batch, make_stack
+from lthbench.train.stack import Stack, can_batch, has_convolution, make_stack
 
 #: ``(run id, iterations done, total iterations, the run's latest training loss or None)``.
 ProgressReport = Callable[[str, int, int, float | None], None]
 
 
-def batch_key(spec: RunSpec, ws: Workspace) -> str | None:
+def batch_key(spec: RunSpec, ws: Workspace, convolutions: bool = True) -> str | None:
     """What runs that may train together in one :func:`execute` have in common, or ``None`` for this run.
 
     Runs batch when they share architecture, data set and training settings
     (their cells, seeds, rounds, masks and initializers may differ). Dense
     runs (they save θ_k mid-training), bf16 training (a stack computes in
-    fp32) and networks with BatchNorm or active dropout never batch.
+    fp32) and networks with BatchNorm or active dropout never batch; with
+    ``convolutions`` false, neither do networks holding a convolution.
     """
     key = _training_key(spec)
-    return key if key is not None and can_batch(construct(spec, ws)[0].module) else None
+    if key is None:
+        return None
+    module = construct(spec, ws)[0].module
+    return key if can_batch(module) and (convolutions or not has_convolution(module)) else None
 
 
 def _training_key(spec: RunSpec) -> str | None:

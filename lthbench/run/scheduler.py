@@ -265,9 +265,12 @@ def _settle(board: RunBoard, run: RunSpec, outcome: Outcome, display: Display) -
 class Grouper:
     """Splits ready runs into the groups submitted to an executor: at most ``batch_trials`` runs each."""
 
-    def __init__(self, ws: Workspace, batch_trials: int, alone: set[str] | None = None):
+    def __init__(self, ws: Workspace, batch_trials: int, alone: set[str] | None = None,
+                 convolutions: bool = True):
         self.ws = ws
         self.batch_trials = batch_trials
+        #: Whether networks holding a convolution stack too (see :func:`lthbench.lottery.execute.batch_key`).
+        self.convolutions = convolutions
         self._keys: dict[str, str | None] = {}
         #: Runs to submit alone whatever their key (the board's runs whose batched group lost its worker).
         self.alone = alone if alone is not None else set()
@@ -276,7 +279,7 @@ class Grouper:
         if run.round == 0:
             return None
         if run.cell_id not in self._keys:  # the same for every pruned round of a cell
-            self._keys[run.cell_id] = batch_key(run, self.ws)
+            self._keys[run.cell_id] = batch_key(run, self.ws, self.convolutions)
         return self._keys[run.cell_id]
 
     def groups(self, ready: list[RunSpec]) -> list[Group]:
@@ -359,13 +362,14 @@ def fetch_data(benchmark: Benchmark, ws: Workspace) -> None:
 
 def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, console: Console | None = None,
                executor: Executor | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
-               batch_trials: int = 1, command: list[str] | None = None) -> Counter:
+               batch_trials: int = 1, command: list[str] | None = None, stack_convolutions: bool = True) -> Counter:
     """Run every run of the matrix that the store does not hold yet; return a count by status.
 
     ``executor`` defaults to training in this process on ``ws.device``, with
     a checkpoint every ``checkpoint_every`` iterations. Up to
     ``batch_trials`` runs that can train together are submitted as one group
-    (1: every run alone). A run whose plugin raises is recorded as failed
+    (1: every run alone); with ``stack_convolutions`` false, runs of networks
+    holding a convolution are submitted alone. A run whose plugin raises is recorded as failed
     with its traceback, and the runs that depend on it are blocked; every
     other chain goes on. ``retry_failed`` runs the failed runs again.
     Every data set is checked (and downloaded where allowed) first
@@ -387,7 +391,7 @@ def run_matrix(benchmark: Benchmark, ws: Workspace, retry_failed: bool = False, 
     display = make_display(console)
     display.add_runs(board.to_do())
     try:
-        _work_through(board, executor, Grouper(ws, batch_trials, board.alone), display)
+        _work_through(board, executor, Grouper(ws, batch_trials, board.alone, stack_convolutions), display)
     finally:
         executor.shutdown()
         display.close()

@@ -89,6 +89,11 @@ def can_batch(module: nn.Module) -> bool:
     return True
 
 
+def has_convolution(module: nn.Module) -> bool:
+    """Whether a network holds a convolution (on a small CPU, a stack of such networks is slower than one at a time)."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
 def make_stack(modules: Sequence[nn.Module], masks: Sequence[dict[str, torch.Tensor]], precision: str) -> Stack:
     """The stack that trains ``modules`` (each with its masks): a :class:`VmapStack` whenever they can stack."""
     if precision == "fp32" and can_batch(modules[0]):

@@ -109,6 +109,21 @@ def test_groups_hold_runs_of_one_batch_key_lower_rounds_first(tmp_path, registry
     assert batch_key(resnet, ws) is None  # BatchNorm
 
 
+def test_convolutional_networks_train_alone_when_convolutions_do_not_stack(tmp_path, registry):
+    bench = load_benchmark(write_matrix(tmp_path), registry)
+    runs = [run for run in plan_runs(bench) if run.round == 1]
+    ws = Workspace(registry, Store(bench.output), tmp_path, False, torch.device("cpu"))
+    conv = [dataclasses.replace(run, cell=dataclasses.replace(
+        run.cell, architecture=dataclasses.replace(run.cell.architecture, name="conv2",
+                                                 params=registry.architecture("conv2").Params()),
+        dataset=dataclasses.replace(run.cell.dataset, name="cifar10"))) for run in runs]
+    assert batch_key(conv[0], ws) is not None  # conv-2 can stack ...
+    assert batch_key(conv[0], ws, convolutions=False) is None  # ... unless convolutions are kept alone
+    assert batch_key(runs[0], ws, convolutions=False) is not None  # a fully connected network still stacks
+    assert [len(g) for g in Grouper(ws, 4, convolutions=False).groups(conv)] == [1] * len(conv)
+    assert [len(g) for g in Grouper(ws, len(runs), convolutions=False).groups(runs)] == [len(runs)]
+
+
 class Exploding(Initializer):
     """Raises instead of initialising."""
 
