@@ -365,7 +365,8 @@ def _experiment_cells(
                                                        itertools.product(*axes)):
         overrides = dict(combo)
         training = build_dataclass(Training, overrides, f"{where}.training", src)
-        cell = Cell(name, arch, data, pruner, initializers, schedule, training, overrides)
+        varying = tuple(key for (key, _), axis in zip(combo, axes) if len(axis) > 1)
+        cell = Cell(name, arch, data, pruner, initializers, schedule, training, overrides, varying)
         pair = (repr(arch.key()), data.name)
         if pair not in networks:
             networks[pair] = _meta_network(arch, registry.dataset(data.name), registry, f"{where}.architecture", src)

@@ -153,8 +153,10 @@ class Cell:
     initializers: tuple[PluginRef, ...]
     schedule: Schedule
     training: Training
-    #: The training keys this cell overrides in the experiment, for display.
+    #: The training keys this cell's experiment sets, with this cell's values (``matrix.json`` keeps them).
     overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: Those of :attr:`overrides` whose values vary among the experiment's cells (a list in the file), for display.
+    varying: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def mask_source(self) -> str:
@@ -166,8 +168,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        """The training keys this cell overrides in its experiment, as ``key=value, ...`` (empty when none)."""
-        return ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+        """The training keys that vary among its experiment's cells, as ``key=value, ...`` (empty when none)."""
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items() if k in self.varying)
 
 
 @dataclass(frozen=True)

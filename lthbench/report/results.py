@@ -1,7 +1,7 @@
 """Load lthbench output folders into one tidy table: a row per (cell, run).
 
-The ``training`` column is the cell's label: the training settings it
-overrides within its experiment (empty when none vary). A dense run (round 0)
+The ``training`` column is the cell's label: the training settings that
+vary among its experiment's cells (empty when none vary). A dense run (round 0)
 shared by several cells appears once under each cell that uses it, so every
 cell's rows are complete on their own. Runs listed in ``matrix.json`` without
 a record are ``blocked`` when a run they depend on failed, diverged or is

@@ -52,6 +52,10 @@ def test_valid_file_expands_lists_into_cells(registry, tmp_path):
     assert {c.training.lr_milestones for c in bench.cells} == {(50,), (60, 80)}
     # inherited from [defaults.training]
     assert all(c.training.optimizer == "adam" and c.training.iterations == 100 for c in bench.cells)
+    # a cell is labelled by the training keys that vary among the experiment's cells, not every key given
+    assert {c.label for c in bench.cells} == {"lr=0.001, lr_milestones=[50]", "lr=0.001, lr_milestones=[60, 80]",
+                                              "lr=0.003, lr_milestones=[50]", "lr=0.003, lr_milestones=[60, 80]"}
+    assert [c.label for c in parse(VALID, registry, tmp_path).cells] == [""]
 
 
 def test_flat_list_for_a_list_valued_key_is_one_value(registry, tmp_path):

@@ -9,7 +9,6 @@ import re
 import urllib.parse
 from html.parser import HTMLParser
 
-import pytest
 
 from lthbench.cli import main
 from lthbench.report.publish import write_index

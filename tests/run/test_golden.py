@@ -110,6 +110,10 @@ def test_a_matrix_run_now_writes_the_records_the_previous_release_wrote(options,
     # the one field added since: which pruner's cells a control cell copies (Pruner.mimics)
     assert {cell["pruner"]: cell.pop("control_of") for cell in matrix["cells"]} == {
         "layerwise_magnitude": None, "random": "layerwise_magnitude"}
+    # changed since: a cell's label names only the training keys that vary among its experiment's cells (none here)
+    assert [cell.pop("label") for cell in matrix["cells"]] == ["", ""]
+    for cell in golden["cells"]:
+        cell.pop("label")
     for description in (matrix, golden):
         description.pop("versions")
         description.pop("history", None)  # added since: one entry per invocation of lthbench run

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
 import signal
-import subprocess
-import sys
 import time
 
 import pytest

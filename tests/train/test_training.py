@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lthbench.train.checkpoint import Snapshots, TrainingHooks
-from lthbench.train.data import DeviceData, augment_batch, seeded_generator
+from lthbench.train.data import augment_batch, seeded_generator
 from lthbench.config.settings import Training
 from lthbench.train.optim import lr_factor, make_optimizer
 from lthbench.train.stack import ModuleStack, VmapStack, make_stack
