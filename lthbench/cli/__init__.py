@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="worker processes on the CPU; they share its cores (default: one per usable core, at most 8)")
     run.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per worker (default: "
                      "[benchmark].threads, else the usable cores divided among the workers)")
+    run.add_argument("--executor", choices=("local", "ray"),
+                     help="where runs train: local worker processes, or tasks on a Ray cluster "
+                     "(default: [execution].backend, else local)")
+    run.add_argument("--ray-address", metavar="ADDRESS",
+                     help="the Ray cluster to run on: auto (the running one), or host:port; implies --executor ray "
+                     "(default: [execution].address, else a new Ray instance on this machine)")
     run.add_argument("--checkpoint-every", type=int, default=1000, metavar="N",
                      help="save a resumable checkpoint every N training iterations; 0 = never (default 1000)")
     run.add_argument("--batch-trials", type=int, metavar="N",

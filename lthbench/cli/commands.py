@@ -200,6 +200,44 @@ def _print_summary(console: Console, benchmark, counts: Counter, store) -> int:
     return 1 if bad else 0
 
 
+def _backend(args: argparse.Namespace, benchmark) -> tuple[str, str]:
+    """Where the runs execute (``local`` or ``ray``) and the Ray address, from the options over ``[execution]``."""
+    backend = args.executor or ("ray" if args.ray_address else benchmark.backend)
+    address = args.ray_address if args.ray_address is not None else benchmark.address
+    if backend != "ray":
+        if args.ray_address:
+            raise UserError("--ray-address names a Ray cluster, which only --executor ray uses")
+        return backend, ""
+    for option in ("devices", "jobs"):
+        if getattr(args, option) is not None:
+            raise UserError(f"--{option} chooses this machine's worker processes; with --executor ray, Ray places "
+                            "the runs on the cluster's nodes (choose cpu or cuda with --device)")
+    return backend, address
+
+
+def _ray_executor(args: argparse.Namespace, benchmark, root, download: bool, address: str):
+    """A :class:`~lthbench.run.cluster.RayExecutor` whose nodes have been shown to share the output folder.
+
+    Each task trains with ``--threads`` / ``[benchmark] threads`` torch
+    threads and asks Ray for as many cores: one per task unless given, the
+    rule that shares a machine's cores among its jobs (one job per core).
+    """
+    import lthbench.registry
+    from lthbench.run.cluster import RayExecutor
+    from lthbench.run.pool import WorkerSettings
+
+    threads = args.threads or benchmark.threads or 1
+    settings = WorkerSettings(benchmark.output, root, download, "cpu", threads, args.checkpoint_every,
+                              lthbench.registry.default_registry)
+    executor = RayExecutor(settings, address, benchmark.device, args.jobs_per_device)
+    try:
+        executor.check_shared()
+    except BaseException:
+        executor.shutdown()
+        raise
+    return executor, executor.device, executor.device.startswith("cuda")
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Run the matrix; exit 1 when any run failed, diverged or is blocked, 130 when interrupted."""
     import dataclasses
@@ -220,19 +258,29 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         benchmark = dataclasses.replace(benchmark, device=args.device)
     if args.output:
         benchmark = dataclasses.replace(benchmark, output=args.output)
+    backend, address = _backend(args, benchmark)
     root, download = _data(args, benchmark, registry, console)
-    devices = _worker_devices(args, benchmark)
-    slots = worker_slots(devices, args.jobs_per_device, args.jobs or default_jobs(), args.threads or benchmark.threads)
-    on_gpu = any(d.startswith("cuda") for d in devices)
+    if backend == "local":
+        devices = _worker_devices(args, benchmark)
+        slots = worker_slots(devices, args.jobs_per_device, args.jobs or default_jobs(),
+                             args.threads or benchmark.threads)
+        on_gpu = any(d.startswith("cuda") for d in devices)
+    _make_output_folder(args, benchmark.output)
+    if backend == "ray":
+        executor, device, on_gpu = _ray_executor(args, benchmark, root, download, address)
+    else:
+        device = slots[0][0]
+        # Runs train in worker processes even for one job: a plugin that ends its process (os._exit, a crash)
+        # then fails its run, which the scheduler records, instead of ending the matrix.
+        executor = LocalExecutor([WorkerSettings(benchmark.output, root, download, device, threads,
+                                                 args.checkpoint_every, lthbench.registry.default_registry)
+                                  for device, threads in slots])
     batch_trials = args.batch_trials or (MAX_TRIALS if on_gpu else CPU_BATCH_TRIALS)  # GPU workers fit K to memory
     # Measured on a 2-core CPU (README, Performance): stacks of convolutional networks were slower than one at a time.
     stack_convolutions = on_gpu or args.batch_trials is not None
-    _make_output_folder(args, benchmark.output)
-    ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(slots[0][0]))
-    # Runs train in worker processes even for one job: a plugin that ends its process (os._exit, a crash)
-    # then fails its run, which the scheduler records, instead of ending the matrix.
-    executor = LocalExecutor([WorkerSettings(benchmark.output, root, download, device, threads, args.checkpoint_every,
-                                             lthbench.registry.default_registry) for device, threads in slots])
+    if device.startswith("cuda") and not torch.cuda.is_available():  # Ray's GPUs are on other nodes
+        device = "cpu"  # what the scheduler builds to group runs is built on this machine's CPU
+    ws = Workspace(registry, Store(benchmark.output), root, download, torch.device(device))
     try:
         counts = run_matrix(benchmark, ws, retry_failed=args.retry_failed,
                             console=Console(quiet=True) if args.quiet else console,

@@ -31,7 +31,10 @@ from lthbench.config.settings import TICKET, Benchmark, Cell, PluginRef, Report,
 BENCHMARK_KEYS = {"name", "seeds", "output", "device", "download", "data_root", "threads"}
 CELL_KEYS = {"dataset", "architecture", "pruner", "initializer", "training", "schedule"}
 EXPERIMENT_KEYS = CELL_KEYS | {"name"}
-TOP_KEYS = {"benchmark", "defaults", "experiment", "report"}
+TOP_KEYS = {"benchmark", "defaults", "experiment", "report", "execution"}
+EXECUTION_KEYS = {"backend", "address"}
+#: Where a matrix's runs execute: worker processes on this machine, or tasks on a Ray cluster.
+BACKENDS = ("local", "ray")
 #: Deepest nesting of arrays and tables a benchmark file may use (its deepest key, a plugin parameter
 #: list expanded as a list of lists inside an experiment, needs 6).
 MAX_DEPTH = 32
@@ -511,7 +514,24 @@ def parse_benchmark(text: str, path: Path, registry: Registry) -> Benchmark:
             _check_length_keys(exp["training"], f"{where}.training", src)
         cells.extend(_experiment_cells(_merge(defaults, exp), where, src, registry, budget))
     report = parse_report(raw.get("report", {}), path)
-    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, report=report, **settings)
+    return Benchmark(cells=tuple(cells), source=str(path), raw=raw, report=report, **settings,
+                     **_execution_settings(raw, src))
+
+
+def _execution_settings(raw: dict[str, Any], src: _Source) -> dict[str, Any]:
+    """The checked ``[execution]`` table: the ``backend`` and ``address`` keyword arguments of :class:`Benchmark`."""
+    table = _require_table(raw.get("execution", {}), "execution", src)
+    _check_keys(table, EXECUTION_KEYS, "execution", src)
+    backend = table.get("backend", "local")
+    if backend not in BACKENDS:
+        raise src.error("execution.backend", f"{shown(backend)} is not allowed; use {' or '.join(map(repr, BACKENDS))}")
+    address = table.get("address", "")
+    if not isinstance(address, str) or "\0" in address:
+        raise src.error("execution.address", f"{shown(address)} is not allowed; give a Ray address as a string "
+                        "(\"auto\", or host:port)")
+    if address and backend != "ray":
+        raise src.error("execution.address", "is a Ray cluster's address; it needs backend = \"ray\"")
+    return {"backend": backend, "address": address}
 
 
 def load_benchmark(path: str | Path, registry: Registry) -> Benchmark:

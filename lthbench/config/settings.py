@@ -207,5 +207,9 @@ class Benchmark:
     data_root: str = ""
     #: torch CPU threads per worker process; 0 = the default rule (:func:`lthbench.run.threads.default_threads`).
     threads: int = 0
+    #: Where runs execute (``[execution] backend``): ``local`` worker processes, or ``ray`` tasks on a cluster.
+    backend: str = "local"
+    #: The Ray cluster to join (``[execution] address``): ``auto``, host:port, or empty to start one on this machine.
+    address: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     report: Report = field(default_factory=Report)

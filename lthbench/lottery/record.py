@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import traceback
 from typing import Any
 
@@ -54,14 +55,18 @@ def make_record(prepared: PreparedRun, result: TrainResult, ws: Workspace) -> Re
         "stopped_at": result.stopped_at,
         "wall_time": result.wall_time,
         "device": device_label(ws.device),
+        "host": socket.gethostname(),
         "versions": library_versions(),
         "error": "loss became non-finite" if result.diverged else None,
         "traceback": None,
     }
 
 
-def failure_record(spec: RunSpec, error: BaseException) -> Record:
-    """The record of a run that raised: its error and traceback; nothing measured."""
+def failure_record(spec: RunSpec, error: BaseException, host: str | None = None) -> Record:
+    """The record of a run that raised: its error and traceback; nothing measured.
+
+    ``host`` is the machine it ran on, where that is not this one's (``None``: this one).
+    """
     return {
         **run_description(spec),
         "status": RunStatus.FAILED,
@@ -78,6 +83,7 @@ def failure_record(spec: RunSpec, error: BaseException) -> Record:
         "stopped_at": None,
         "wall_time": None,
         "device": None,
+        "host": host or socket.gethostname(),
         "versions": library_versions(),
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(error)),

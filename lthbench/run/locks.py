@@ -6,8 +6,10 @@ A lock is stale when its holder is gone: on the same host and boot, the
 process is dead or its pid now belongs to a younger process; on a previous
 boot of this host, always. Locks are created, and stale ones taken over,
 under a folder-wide ``flock``, so that two processes never both take the
-same lock. Locks of another host cannot be checked and are respected until
-their holder removes them. Neither lock files nor the mutex are ever written
+same lock. Locks of another host are respected until their holder removes
+them, unless a cluster backend can tell more (:func:`use_cluster`: a task of
+:mod:`lthbench.run.cluster` names its Ray node and task in its locks, and
+asks that node whether the holder still lives). Neither lock files nor the mutex are ever written
 through a symbolic link (:class:`lthbench.store.StoreLinkError`).
 """
 
@@ -19,7 +21,7 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,24 @@ def _start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+#: Set by :func:`use_cluster`: more of this process's identity (its cluster node and task), and a judge of
+#: whether a holder on another host lives (``None``: cannot tell).
+_cluster_identity: Callable[[], dict[str, Any]] | None = None
+_cluster_alive: Callable[[dict[str, Any]], bool | None] | None = None
+
+
+def use_cluster(identity: Callable[[], dict[str, Any]] | None,
+                alive: Callable[[dict[str, Any]], bool | None] | None) -> None:
+    """Let a cluster backend add to this process's lock identity and judge holders on other hosts."""
+    global _cluster_identity, _cluster_alive
+    _cluster_identity, _cluster_alive = identity, alive
+
+
 def holder_identity() -> dict[str, Any]:
     """What a lock file says about this process, its holder."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "started": _start_time(pid)}
+    extra = _cluster_identity() if _cluster_identity is not None else {}
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "started": _start_time(pid), **extra}
 
 
 def read_holder(path: Path) -> dict[str, Any] | None:
@@ -69,7 +85,14 @@ def read_holder(path: Path) -> dict[str, Any] | None:
 def is_alive(holder: dict[str, Any]) -> bool:
     """Whether the process named by a lock may still be running."""
     if holder.get("host") != socket.gethostname():
-        return True  # another machine: nothing to check it with
+        # another machine: alive unless the cluster backend knows better
+        verdict = _cluster_alive(holder) if _cluster_alive is not None else None
+        return True if verdict is None else verdict
+    return is_alive_here(holder)
+
+
+def is_alive_here(holder: dict[str, Any]) -> bool:
+    """Whether the process named by a lock runs on this machine, whatever host name the lock gives."""
     if holder.get("boot") != _boot_id():
         return False
     pid = holder.get("pid")
@@ -173,3 +196,15 @@ def held_by_other(path: Path) -> bool:
         return False
     mine = holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
     return not mine and is_alive(holder)
+
+
+def release_if(path: Path, gone: Callable[[dict[str, Any]], bool]) -> bool:
+    """Remove the lock at ``path`` if ``gone`` says its holder has ended; whether it did."""
+    if read_holder(path) is None:
+        return False
+    with _takeover_mutex(path.parent.parent):
+        holder = read_holder(path)
+        if holder is None or not gone(holder):
+            return False
+        path.unlink(missing_ok=True)
+        return True

@@ -52,6 +52,20 @@ class WorkerSettings:
     registry_factory: Callable[[], Registry] = default_registry
 
 
+def build_workspace(settings: WorkerSettings) -> Workspace:
+    """The workspace of a process that trains: its torch threads set first, its device selected, its own registry.
+
+    Threads are set before any parallel work, which would fix torch's
+    inter-op threads. Used by the worker processes here and by the tasks of
+    :mod:`lthbench.run.cluster`.
+    """
+    apply_threads(settings.threads)
+    device = torch.device(settings.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Workspace(settings.registry_factory(), Store(settings.output), settings.data_root, settings.download, device)
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise Leave(128 + signum)
 
@@ -67,14 +81,10 @@ def _terminate_with_parent() -> None:
 
 def _worker_main(conn: Connection, settings: WorkerSettings) -> None:
     """A worker's life: build the workspace, then perform groups of runs until told to stop."""
-    apply_threads(settings.threads)  # first, before any parallel work fixes torch's inter-op threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _terminate_with_parent()
-    device = torch.device(settings.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    ws = Workspace(settings.registry_factory(), Store(settings.output), settings.data_root, settings.download, device)
+    ws = build_workspace(settings)
 
     def send(message: tuple) -> None:
         try:

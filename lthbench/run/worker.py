@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import gc
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ def _store(spec: RunSpec, ws: Workspace, record: Record, log: Callable[[str], No
 
 
 def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int,
-                  report: Callable[[Progress], None] = lambda progress: None) -> list[Outcome]:
+                  report: Callable[[Progress], None] = lambda progress: None, where: str = "") -> list[Outcome]:
     """Carry out one unit of work: one run, or runs of one :func:`~lthbench.lottery.execute.batch_key`.
 
     Each run is locked and checked first: one that another process holds,
@@ -201,7 +202,8 @@ def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int
     and a plugin's ``SystemExit`` become a ``failed`` record.
     :data:`PASSES_THROUGH` (the runner leaving, Ctrl-C, an output folder out
     of space or with links) propagate, leaving the latest checkpoint for the
-    next attempt and recording nothing.
+    next attempt and recording nothing. ``where`` adds to the log line that
+    says where a run started (a cluster node, say).
     """
     outcomes, claimed = [], []
     try:
@@ -212,7 +214,7 @@ def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int
             else:
                 outcomes.append(refused)
         if claimed:
-            outcomes += _train(claimed, ws, checkpoint_every, report)
+            outcomes += _train(claimed, ws, checkpoint_every, report, where)
         return outcomes
     finally:
         for spec in claimed:
@@ -220,7 +222,7 @@ def perform_group(specs: Sequence[RunSpec], ws: Workspace, checkpoint_every: int
 
 
 def _train(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
-           report: Callable[[Progress], None]) -> list[Outcome]:
+           report: Callable[[Progress], None], where: str = "") -> list[Outcome]:
     """Train claimed runs, together when there are several, and store each one's record.
 
     A group that raises (whatever the cause: one member's plugin, memory)
@@ -237,7 +239,7 @@ def _train(specs: list[RunSpec], ws: Workspace, checkpoint_every: int,
                 log(line)
 
         together = f" in a batched group of {len(specs)} runs" if len(specs) > 1 else ""
-        log_all(f"started on {ws.device} by process {os.getpid()}{together}")
+        log_all(f"started on {ws.device} by process {os.getpid()} on {socket.gethostname()}{where}{together}")
         reporters = {spec.run_id: _throttled(spec, report) for spec in specs}
         announced: set[str] = set()
 

@@ -175,7 +175,18 @@ MALFORMED = [
     ("empty initializers", replace('["original", "reinit"]', "[]"), ["initializer", "name at least one"]),
     ("empty expansion", VALID + "[experiment.training]\nlr = []\n", ["training.lr", "empty list"]),
     ("training not a table", replace("[defaults.training]", "[defaults.other]"), ["defaults.other", "unknown key"]),
+    ("unknown backend", VALID + '[execution]\nbackend = "slurm"\n', ["execution.backend", "'slurm'", "'ray'"]),
+    ("execution key typo", VALID + '[execution]\nadress = "auto"\n', ["execution.adress", "did you mean 'address'"]),
+    ("address without ray", VALID + '[execution]\naddress = "auto"\n', ["execution.address", 'backend = "ray"']),
+    ("address not a string", VALID + '[execution]\nbackend = "ray"\naddress = 6379\n',
+     ["execution.address", "6379", "host:port"]),
 ]
+
+
+def test_the_execution_table_names_the_backend_and_its_address(registry, tmp_path):
+    assert (parse(VALID, registry, tmp_path).backend, parse(VALID, registry, tmp_path).address) == ("local", "")
+    benchmark = parse(VALID + '[execution]\nbackend = "ray"\naddress = "10.0.0.1:6379"\n', registry, tmp_path)
+    assert (benchmark.backend, benchmark.address) == ("ray", "10.0.0.1:6379")
 
 
 @pytest.mark.parametrize("text,expected", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])

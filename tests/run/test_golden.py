@@ -20,9 +20,9 @@ from lthbench.cli import main
 
 GOLDEN_IDS = json.loads(RUN_IDS.read_text())
 #: Record fields that say where and when a run trained, not what it computed: the time it took, the
-#: machine's processor, the library versions. Two runs of the same code on one machine differ in
+#: machine's processor and host name, the library versions. Two runs of the same code on one machine differ in
 #: ``wall_time`` only; every other field, curves included, is bitwise the same (checked before the refactor).
-ENVIRONMENT_FIELDS = ("wall_time", "device", "versions")
+ENVIRONMENT_FIELDS = ("wall_time", "device", "host", "versions")
 
 
 @pytest.mark.parametrize("key", list(GOLDEN_IDS))
