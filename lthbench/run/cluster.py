@@ -110,10 +110,6 @@ def _probe(token_file: str, data_root: str) -> dict[str, Any]:
     return {"host": socket.gethostname(), "token": seen, "data_root": Path(data_root).is_dir()}
 
 
-def _alive_here(holder: dict[str, Any]) -> bool:
-    return locks.is_alive_here(holder)
-
-
 @functools.lru_cache(maxsize=1)
 def _remote_functions() -> dict[str, Any]:
     """The Ray remote functions and actor class, made once Ray is imported."""
@@ -135,7 +131,7 @@ def _remote_functions() -> dict[str, Any]:
     return {
         "perform": ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_perform),
         "probe": ray.remote(num_cpus=0, max_retries=0)(_probe),
-        "alive": ray.remote(num_cpus=0, max_retries=0)(_alive_here),
+        "alive": ray.remote(num_cpus=0, max_retries=0)(locks.is_alive_here),
         "sink": ray.remote(num_cpus=0)(ProgressSink),
     }
 
